@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from devices.models import Device, PairingCode, PairingFailure
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "kind",
+        "model",
+        "status",
+        "battery_percent",
+        "thermal",
+        "lens",
+        "zoom",
+        "last_seen_at",
+    ]
+    list_filter = ["status", "kind", "thermal", "charging"]
+    search_fields = ["name", "install_id", "model", "id"]
+    # State comes from the device and the services; the admin reads it.
+    readonly_fields = [
+        "id",
+        "install_id",
+        "status",
+        "registered_at",
+        "last_seen_at",
+        "last_sent_at",
+        "battery",
+        "charging",
+        "thermal",
+        "lens",
+        "zoom",
+        "orientation",
+        "flip_horizontal",
+        "flip_vertical",
+        "storage_free_mb",
+        "fps",
+        "lenses",
+    ]
+    fields = ["name", "kind", "model", "os_version", "app_version", *readonly_fields]
+
+    def has_add_permission(self, request: object) -> bool:
+        return False  # devices join by pairing, through the API
+
+
+@admin.register(PairingCode)
+class PairingCodeAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "expires_at", "retired_at"]
+    exclude = ["code"]
+    readonly_fields = ["created_at", "expires_at", "retired_at"]
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+
+@admin.register(PairingFailure)
+class PairingFailureAdmin(admin.ModelAdmin):
+    list_display = ["address", "at"]
+    list_filter = ["at"]
+    search_fields = ["address"]

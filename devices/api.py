@@ -1,0 +1,319 @@
+"""Device API v1: the contract with the capture app (see ARCHITECTURE.md).
+
+Every error answers `{"error": code, "detail": text}` with the contract's status codes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from ninja import NinjaAPI, Schema, Status
+from ninja.decorators import decorate_view
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
+from ninja.security import HttpBearer
+from pydantic import ConfigDict, Field, field_validator
+
+from devices import selectors, services
+from devices.models import Device
+
+JSON_BODY_LIMIT = 64 * 1024
+
+# --- Errors ---------------------------------------------------------------------------------
+
+
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> JsonResponse:
+    response = JsonResponse({"error": code, "detail": detail}, status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "too_many_requests",
+}
+
+
+class StrictJsonParser(Parser):
+    def parse_body(self, request: HttpRequest) -> dict[str, Any]:
+        try:
+            data = json.loads(request.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            # Ninja wraps parser errors in a generic 400; keep the reason for our handler.
+            request.motionmix_parse_error = f"The body is not valid JSON: {exc}."  # type: ignore[attr-defined]
+            raise
+        if not isinstance(data, dict):
+            request.motionmix_parse_error = "The body must be a JSON object."  # type: ignore[attr-defined]
+            raise ValueError("not an object")
+        return data
+
+
+api = NinjaAPI(
+    title="MotionMix Device API",
+    version="1",
+    description="The contract between the capture app and the MotionMix server.",
+    urls_namespace="device_api",
+    docs_url=None,
+    parser=StrictJsonParser(),
+)
+
+
+def _format_validation_errors(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "payload", "beat")]
+        where = ".".join(loc) or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    return error_response(400, "invalid", _format_validation_errors(exc.errors))
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    parse_error = getattr(request, "motionmix_parse_error", None)
+    if parse_error:
+        return error_response(400, "bad_json", parse_error)
+    headers = {}
+    detail = str(exc)
+    if isinstance(exc, AuthenticationError):
+        headers["WWW-Authenticate"] = 'Bearer realm="motionmix-devices"'
+        detail = "A valid device token is required: send Authorization: Bearer <token>."
+    return error_response(
+        exc.status_code, HTTP_ERROR_CODES.get(exc.status_code, "error"), detail, headers
+    )
+
+
+@api.exception_handler(services.PairingRefused)
+def _pairing_refused(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error_response(403, "pairing_refused", str(exc))
+
+
+@api.exception_handler(services.TooManyPairingAttempts)
+def _too_many(request: HttpRequest, exc: services.TooManyPairingAttempts) -> HttpResponse:
+    return error_response(
+        429, "too_many_attempts", str(exc), {"Retry-After": str(exc.retry_after_s)}
+    )
+
+
+@api.exception_handler(services.HeartbeatRejected)
+def _heartbeat_rejected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error_response(400, "invalid", str(exc))
+
+
+def json_body(*, max_bytes: int = JSON_BODY_LIMIT) -> Callable[..., Any]:
+    """Check the media type and size of a JSON call before anything reads the body."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            content_type = request.content_type or ""
+            if content_type != "application/json":
+                return error_response(
+                    415,
+                    "unsupported_media_type",
+                    f"Send the body as application/json, not {content_type or 'nothing'}.",
+                )
+            try:
+                declared = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                declared = 0
+            if declared > max_bytes:
+                return error_response(
+                    413, "too_large", f"The body is {declared} bytes; the limit is {max_bytes}."
+                )
+            try:
+                if len(request.body) > max_bytes:
+                    return error_response(
+                        413, "too_large", f"The body is larger than the limit of {max_bytes} bytes."
+                    )
+            except RequestDataTooBig:
+                return error_response(413, "too_large", "The body is larger than the server takes.")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+# --- Auth -----------------------------------------------------------------------------------
+
+
+class DeviceToken(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Device | None:
+        return selectors.device_get_by_token(token=token)
+
+
+device_auth = DeviceToken()
+
+
+def _device(request: HttpRequest) -> Device:
+    device = request.auth  # type: ignore[attr-defined]
+    assert isinstance(device, Device)
+    return device
+
+
+def client_address(request: HttpRequest) -> str:
+    # Daphne puts the peer (or, with --proxy-headers, the forwarded client) in REMOTE_ADDR.
+    return request.META.get("REMOTE_ADDR") or "0.0.0.0"  # noqa: S104 - a key, not a bind
+
+
+# --- Schemas --------------------------------------------------------------------------------
+
+
+class StrictSchema(Schema):
+    # Wrong types are errors, not coercions: "0.5" is not a battery level. Unknown fields are
+    # ignored, so the capture app may add fields before the server knows them.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class LensIn(StrictSchema):
+    id: str = Field(min_length=1, max_length=32)
+    zoom: float = Field(gt=0, le=100, allow_inf_nan=False)
+    hfov_deg: float = Field(gt=0, lt=180, allow_inf_nan=False)
+
+
+class RegisterIn(StrictSchema):
+    pairing_code: str = Field(min_length=1, max_length=32)
+    install_id: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=64)
+    kind: Literal["iphone", "ipad", "webcam"]
+    model: str = Field(default="", max_length=64)
+    os_version: str = Field(default="", max_length=32)
+    app_version: str = Field(default="", max_length=32)
+    lenses: list[LensIn] = Field(min_length=1, max_length=8)
+
+    @field_validator("lenses")
+    @classmethod
+    def _unique_lens_ids(cls, lenses: list[LensIn]) -> list[LensIn]:
+        ids = [lens.id for lens in lenses]
+        if len(set(ids)) != len(ids):
+            raise ValueError("lens ids must be unique")
+        return lenses
+
+
+class RegisterOut(Schema):
+    device_id: str
+    token: str
+    heartbeat_interval_s: float
+
+
+class FlipIn(StrictSchema):
+    horizontal: bool
+    vertical: bool
+
+
+class HeartbeatIn(StrictSchema):
+    sent_at: float = Field(gt=0, allow_inf_nan=False, description="Device clock, unix seconds.")
+    battery: float = Field(ge=0, le=1, allow_inf_nan=False)
+    charging: bool
+    thermal: Literal["nominal", "fair", "serious", "critical"]
+    lens: str = Field(min_length=1, max_length=32)
+    zoom: float = Field(gt=0, le=100, allow_inf_nan=False)
+    orientation: Literal[
+        "portrait",
+        "portrait_upside_down",
+        "landscape_left",
+        "landscape_right",
+        "face_up",
+        "face_down",
+        "unknown",
+    ]
+    flip: FlipIn
+    storage_free_mb: int = Field(ge=0)
+    fps: float = Field(ge=0, le=240, allow_inf_nan=False)
+
+
+class HeartbeatOut(Schema):
+    server_time: float
+    received_at: float
+    pending_commands: int
+
+
+class ErrorOut(Schema):
+    error: str
+    detail: str
+
+
+ERRORS: dict[int, type[Schema]] = {
+    code: ErrorOut for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)
+}
+
+# --- Endpoints ------------------------------------------------------------------------------
+
+
+@api.post(
+    "/devices/register",
+    response={200: RegisterOut, 201: RegisterOut, **ERRORS},
+    summary="Pair and register a device",
+)
+@decorate_view(json_body())
+def register(request: HttpRequest, payload: RegisterIn) -> Status[dict[str, Any]]:
+    registration = services.device_register(
+        address=client_address(request),
+        **payload.model_dump(),
+    )
+    return Status(
+        201 if registration.created else 200,
+        {
+            "device_id": str(registration.device.pk),
+            "token": registration.token,
+            "heartbeat_interval_s": settings.MOTIONMIX_HEARTBEAT_INTERVAL_S,
+        },
+    )
+
+
+@api.post(
+    "/devices/heartbeat",
+    auth=device_auth,
+    response={200: HeartbeatOut, **ERRORS},
+    summary="Report the device's state; answers with the server's clock",
+)
+@decorate_view(json_body())
+def heartbeat(request: HttpRequest, beat: HeartbeatIn) -> dict[str, Any]:
+    received_at = timezone.now()
+    device = _device(request)
+    services.device_heartbeat(
+        device_id=device.pk,
+        received_at=received_at,
+        beat=services.Heartbeat(
+            sent_at=beat.sent_at,
+            battery=beat.battery,
+            charging=beat.charging,
+            thermal=beat.thermal,
+            lens=beat.lens,
+            zoom=beat.zoom,
+            orientation=beat.orientation,
+            flip_horizontal=beat.flip.horizontal,
+            flip_vertical=beat.flip.vertical,
+            storage_free_mb=beat.storage_free_mb,
+            fps=beat.fps,
+        ),
+    )
+    return {
+        "server_time": time.time(),
+        "received_at": received_at.timestamp(),
+        "pending_commands": selectors.command_pending_count(device_id=device.pk),
+    }

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.management.base import BaseCommand, CommandParser
+
+from devices.services import pairing_code_get_or_rotate
+from devices.simulator import Simulator
+
+
+class Command(BaseCommand):
+    help = "Run virtual iPhones against a MotionMix server through the public device API."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--count", type=int, default=4)
+        parser.add_argument("--url", default="http://127.0.0.1:8000")
+        parser.add_argument(
+            "--pairing-code",
+            default="",
+            help="The code shown on the registry page. Without it, the current code is read "
+            "from this server's database, as an operator would read it off the screen.",
+        )
+        parser.add_argument("--install-prefix", default="sim-iphone")
+        parser.add_argument("--duration", type=float, default=None, help="Stop after N s.")
+        parser.add_argument("--seed", type=int, default=None)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("motionmix.simulator").setLevel(
+            logging.INFO if options["verbosity"] > 1 else logging.WARNING
+        )
+        fixed_code: str = options["pairing_code"]
+
+        async def code_source() -> str:
+            if fixed_code:
+                return fixed_code
+            return (await sync_to_async(pairing_code_get_or_rotate)()).code
+
+        simulator = Simulator(
+            url=options["url"],
+            count=options["count"],
+            code_source=code_source,
+            install_prefix=options["install_prefix"],
+            seed=options["seed"],
+        )
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):
+                    loop.add_signal_handler(sig, simulator.stop)
+            await simulator.run(duration_s=options["duration"])
+
+        self.stdout.write(f"Simulating {options['count']} iPhones against {options['url']}")
+        asyncio.run(main())
+        beats = sum(p.beats for p in simulator.phones)
+        errors = sum(p.errors for p in simulator.phones)
+        self.stdout.write(f"Stopped: {beats} heartbeats, {errors} errors.")

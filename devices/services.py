@@ -1,0 +1,257 @@
+"""Every change of state of the camera fleet. Nothing else writes these fields."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+import ledger
+from devices import broadcast
+from devices.models import Device, PairingCode, PairingFailure
+
+# No 0/O, 1/I/L, 2/Z, 5/S, 8/B: the code is read off a screen and typed on a phone.
+PAIRING_ALPHABET = "34679ACDEFGHJKMNPQRTUVWXY"
+PAIRING_CODE_LENGTH = 6
+TOKEN_PREFIX = "mmd_"
+
+
+class PairingRefused(Exception):
+    """The pairing code is wrong or expired (403)."""
+
+
+class TooManyPairingAttempts(Exception):
+    """Too many bad pairing codes from one address (429)."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            f"Too many wrong pairing codes from this address; try again in {retry_after_s} s."
+        )
+        self.retry_after_s = retry_after_s
+
+
+class HeartbeatRejected(ValueError):
+    """The heartbeat contradicts what the device registered (400)."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def normalize_pairing_code(code: str) -> str:
+    return "".join(ch for ch in code.upper() if ch.isalnum())
+
+
+# --- Pairing --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def pairing_code_rotate(*, reason: str = "operator") -> PairingCode:
+    """Retire the current code and issue a new one; any phone still holding the old code must
+    read the new one. Other devices keep their tokens."""
+    now = timezone.now()
+    PairingCode.objects.select_for_update().filter(retired_at__isnull=True).update(retired_at=now)
+    code = PairingCode.objects.create(
+        code="".join(secrets.choice(PAIRING_ALPHABET) for _ in range(PAIRING_CODE_LENGTH)),
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.MOTIONMIX_PAIRING_CODE_TTL_S),
+    )
+    ledger.record(type="pairing.rotated", payload={"reason": reason})
+    transaction.on_commit(broadcast.pairing_changed, robust=True)
+    return code
+
+
+def pairing_code_get_or_rotate() -> PairingCode:
+    """The valid code; issues a new one when the current one has expired (or none exists)."""
+    with transaction.atomic():
+        current = (
+            PairingCode.objects.select_for_update()
+            .filter(retired_at__isnull=True)
+            .order_by("-created_at")
+            .first()
+        )
+        if current is not None and current.expires_at > timezone.now():
+            return current
+        return pairing_code_rotate(reason="expired" if current else "first")
+
+
+def _pairing_failures_recent(address: str, now: datetime) -> list[datetime]:
+    window = timedelta(seconds=settings.MOTIONMIX_PAIRING_FAILURE_WINDOW_S)
+    return list(
+        PairingFailure.objects.filter(address=address, at__gt=now - window)
+        .order_by("at")
+        .values_list("at", flat=True)
+    )
+
+
+def _pairing_check(*, code: str, address: str) -> None:
+    now = timezone.now()
+    failures = _pairing_failures_recent(address, now)
+    if len(failures) >= settings.MOTIONMIX_PAIRING_MAX_FAILURES:
+        oldest = failures[-settings.MOTIONMIX_PAIRING_MAX_FAILURES]
+        window = settings.MOTIONMIX_PAIRING_FAILURE_WINDOW_S
+        retry_after = max(1, int((oldest - now).total_seconds() + window) + 1)
+        raise TooManyPairingAttempts(retry_after)
+    current = pairing_code_get_or_rotate()
+    if not hmac.compare_digest(normalize_pairing_code(code), current.code):
+        # Its own transaction: the failure must count even though the register call fails.
+        with transaction.atomic():
+            PairingFailure.objects.create(address=address, at=now)
+        raise PairingRefused(
+            "The pairing code is wrong or has expired. Read the current code off the "
+            "Live Director's registry page."
+        )
+
+
+# --- Registration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Registration:
+    device: Device
+    token: str
+    created: bool
+
+
+def device_register(
+    *,
+    pairing_code: str,
+    address: str,
+    install_id: str,
+    name: str,
+    kind: str,
+    model: str,
+    os_version: str,
+    app_version: str,
+    lenses: list[dict[str, Any]],
+) -> Registration:
+    """Register a device, or re-register one with the same install id.
+
+    Re-registering keeps the device's id, placement and history and issues a new token; the
+    old token stops working at once. The plain token is returned once and never stored.
+    """
+    _pairing_check(code=pairing_code, address=address)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = timezone.now()
+    with transaction.atomic():
+        device = Device.objects.select_for_update().filter(install_id=install_id).first()
+        created = device is None
+        if device is None:
+            device = Device(install_id=install_id, registered_at=now)
+        device.name = name
+        device.kind = kind
+        device.model = model
+        device.os_version = os_version
+        device.app_version = app_version
+        device.lenses = lenses
+        device.token_hash = hash_token(token)
+        device.status = Device.Status.ONLINE
+        device.last_seen_at = now
+        device.save()
+        ledger.record(
+            type="device.registered",
+            device_id=device.pk,
+            payload={
+                "name": name,
+                "kind": kind,
+                "model": model,
+                "install_id": install_id,
+                "re_registered": not created,
+            },
+        )
+        device_id = device.pk
+        transaction.on_commit(lambda: broadcast.device_changed(device_id=device_id), robust=True)
+    return Registration(device=device, token=token, created=created)
+
+
+# --- Heartbeats and presence ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    sent_at: float
+    battery: float
+    charging: bool
+    thermal: str
+    lens: str
+    zoom: float
+    orientation: str
+    flip_horizontal: bool
+    flip_vertical: bool
+    storage_free_mb: int
+    fps: float
+
+
+@transaction.atomic
+def device_heartbeat(*, device_id: UUID, beat: Heartbeat, received_at: datetime) -> Device:
+    """Store what the device reports and bring it back online if it was offline.
+
+    Idempotent in effect: a repeated or late beat only overwrites the reported state; a beat
+    whose device clock is older than the last one stored is ignored so state never goes back.
+    """
+    device = Device.objects.select_for_update().get(pk=device_id)
+    if device.lenses and beat.lens not in device.lens_ids:
+        raise HeartbeatRejected(
+            f"lens {beat.lens!r} is not one of this device's lenses "
+            f"({', '.join(device.lens_ids)}); re-register if the hardware changed."
+        )
+    if device.last_sent_at is not None and beat.sent_at < device.last_sent_at:
+        return device  # a beat that arrived after a newer one: keep the newer state
+    was_offline = device.status == Device.Status.OFFLINE
+    previous_seen = device.last_seen_at
+    device.last_sent_at = beat.sent_at
+    device.last_seen_at = received_at
+    device.battery = beat.battery
+    device.charging = beat.charging
+    device.thermal = beat.thermal
+    device.lens = beat.lens
+    device.zoom = beat.zoom
+    device.orientation = beat.orientation
+    device.flip_horizontal = beat.flip_horizontal
+    device.flip_vertical = beat.flip_vertical
+    device.storage_free_mb = beat.storage_free_mb
+    device.fps = beat.fps
+    device.status = Device.Status.ONLINE
+    device.save()
+    if was_offline:
+        offline_for = (received_at - previous_seen).total_seconds() if previous_seen else None
+        ledger.record(
+            type="device.online", device_id=device.pk, payload={"offline_for_s": offline_for}
+        )
+    transaction.on_commit(lambda: broadcast.device_changed(device_id=device_id), robust=True)
+    return device
+
+
+def offline_cutoff(now: datetime | None = None) -> datetime:
+    silence = settings.MOTIONMIX_HEARTBEAT_INTERVAL_S * settings.MOTIONMIX_OFFLINE_AFTER_BEATS
+    return (now or timezone.now()) - timedelta(seconds=silence)
+
+
+@transaction.atomic
+def device_mark_offline(*, device_id: UUID, reason: str) -> Device:
+    """Mark a device offline. Idempotent: a second sweep changes nothing, and a device that
+    beat again between the sweep's read and this lock stays online."""
+    device = Device.objects.select_for_update().get(pk=device_id)
+    if device.status == Device.Status.OFFLINE:
+        return device
+    if reason == "missed_heartbeats" and device.last_seen_at and (
+        device.last_seen_at > offline_cutoff()
+    ):
+        return device
+    device.status = Device.Status.OFFLINE
+    device.save(update_fields=["status"])
+    ledger.record(
+        type="device.offline",
+        device_id=device.pk,
+        payload={"reason": reason, "last_seen_at": device.last_seen_at},
+    )
+    transaction.on_commit(lambda: broadcast.device_changed(device_id=device_id), robust=True)
+    return device

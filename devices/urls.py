@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, JsonResponse
+from django.urls import URLPattern, URLResolver, include, re_path
+
+from devices.api import api, error_response
+
+
+def _open_to_devices(patterns: list[URLPattern | URLResolver]) -> None:
+    # Devices authenticate with their bearer token (or, to register, the pairing code), not
+    # with an operator's login; LoginRequiredMiddleware must let these through.
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            _open_to_devices(pattern.url_patterns)
+        else:
+            pattern.callback.login_required = False  # type: ignore[union-attr]
+
+
+@login_not_required
+def not_found(request: HttpRequest, path: str) -> JsonResponse:
+    return error_response(404, "not_found", f"There is no device API call at /api/v1/{path}.")
+
+
+api_patterns, app_name, namespace = api.urls
+_open_to_devices(api_patterns)
+
+urlpatterns = [
+    re_path("", include((api_patterns, app_name), namespace=namespace)),
+    re_path(r"^(?P<path>.*)$", not_found),
+]

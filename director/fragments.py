@@ -1,0 +1,61 @@
+"""Rendered out-of-band fragments for the operator socket: the same partials the pages use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.template.loader import render_to_string
+
+from devices.models import Device
+from director import dom, selectors
+from director.pairing import pairing_view
+
+
+def registry_full(*, base_url: str) -> tuple[str, set[str]]:
+    """Everything live on the registry page, for a socket that has just (re)connected."""
+    devices = selectors.registry_devices()
+    html = render_to_string(
+        "director/partials/registry_live.html",
+        {
+            "devices": devices,
+            "summary": selectors.registry_summary(devices),
+            "pairing": pairing_view(base_url=base_url),
+            "oob": True,
+        },
+    )
+    return html, {str(d.pk) for d in devices}
+
+
+def device_cards(*, device_ids: Iterable[str], known: set[str]) -> tuple[str, set[str]]:
+    """Cards for the given devices: replaced where the page has them, appended where not,
+    deleted where the device is gone. Returns the fragments and the ids now on the page."""
+    wanted = set(device_ids)
+    devices = {str(d.pk): d for d in Device.objects.filter(pk__in=wanted)}
+    parts = []
+    now_known = set(known)
+    for device_id in sorted(wanted):
+        device = devices.get(device_id)
+        if device is None:
+            parts.append(f'<div id="{dom.device_card_id(device_id)}" hx-swap-oob="delete"></div>')
+            now_known.discard(device_id)
+            continue
+        swap = "true" if device_id in known else f"beforeend:#{dom.DEVICE_CARDS}"
+        parts.append(
+            render_to_string("director/partials/device_card.html", {"device": device, "oob": swap})
+        )
+        now_known.add(device_id)
+    all_devices = selectors.registry_devices()
+    parts.append(
+        render_to_string(
+            "director/partials/registry_summary.html",
+            {"summary": selectors.registry_summary(all_devices), "oob": True},
+        )
+    )
+    return "".join(parts), now_known
+
+
+def pairing_panel(*, base_url: str) -> str:
+    return render_to_string(
+        "director/partials/pairing_panel.html",
+        {"pairing": pairing_view(base_url=base_url), "oob": True},
+    )

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the Live Director: Daphne, the embedded ticker (when there is no Celery beat) "
+        "and, with --simulate, virtual iPhones."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--simulate", type=int, default=0, help="Start N virtual iPhones.")
+        parser.add_argument(
+            "--demo-operator", action="store_true", help="Create the demo login and print it."
+        )
+
+    def handle(self, *args: Any, host: str, port: int, simulate: int, **options: Any) -> None:
+        # Daphne installs Twisted's asyncio reactor on import; it must come first.
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server
+        from twisted.internet import reactor
+
+        from motionmix.asgi import application
+
+        login = None
+        if options["demo_operator"]:
+            from director.demo import demo_operator_ensure
+
+            login = demo_operator_ensure()
+
+        shown_host = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
+        url = f"http://{shown_host}:{port}"
+        api_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
+        server = Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            signal_handlers=True,
+            verbosity=0,
+            websocket_max_message_size=4 * 1024 * 1024,
+        )
+        simulator: list[subprocess.Popen[bytes]] = []
+
+        def started() -> None:
+            if not server.listening_addresses:
+                sys.stderr.write(f"Could not listen on {host}:{port}; is the port taken?\n")
+                reactor.stop()  # type: ignore[attr-defined]
+                return
+            if settings.MOTIONMIX_EMBEDDED_TICKER:
+                from director.ticker import run_ticker
+
+                loop = reactor._asyncioEventloop  # type: ignore[attr-defined]
+                loop.create_task(run_ticker())
+            if simulate:
+                simulator.append(
+                    subprocess.Popen(  # noqa: S603 - our own manage.py
+                        [
+                            sys.executable,
+                            str(Path(settings.BASE_DIR) / "manage.py"),
+                            "simulate_devices",
+                            "--count",
+                            str(simulate),
+                            "--url",
+                            api_url,
+                        ]
+                    )
+                )
+            lines = [
+                "",
+                "  MotionMix Live Director is running.",
+                f"  Open:   {url}/",
+            ]
+            if login:
+                lines.append(f"  Login:  {login.username} / {login.password}")
+            if simulate:
+                lines.append(f"  Devices: {simulate} simulated iPhones are pairing now.")
+            mode = "scaled (Redis)" if settings.REDIS_URL else "embedded (in-memory, SQLite)"
+            lines += [f"  Mode:   {mode}", "  Stop:   Ctrl-C", ""]
+            self.stdout.write("\n".join(lines))
+            self.stdout.flush()
+
+        def stop_simulator() -> None:
+            for proc in simulator:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+        reactor.callWhenRunning(started)  # type: ignore[attr-defined]
+        reactor.addSystemEventTrigger("before", "shutdown", stop_simulator)  # type: ignore[attr-defined]
+        asyncio.set_event_loop(reactor._asyncioEventloop)  # type: ignore[attr-defined]
+        server.run()
+        if not server.listening_addresses:
+            raise CommandError(f"Could not listen on {host}:{port}.")

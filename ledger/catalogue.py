@@ -1,0 +1,78 @@
+"""Every ledger event type, what it means, and the payload keys it must carry.
+
+This module is the one list. `ledger.record` refuses a type that is not here or a payload that
+lacks a required key, so the Convex side and the training export can rely on the shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    description: str
+    required: frozenset[str]
+
+
+def _type(name: str, description: str, *required: str) -> EventType:
+    return EventType(name=name, description=description, required=frozenset(required))
+
+
+CATALOGUE: dict[str, EventType] = {
+    t.name: t
+    for t in (
+        _type(
+            "device.registered",
+            "A device paired and registered, or re-registered with the same install id. "
+            "Payload: name, kind, model, install_id, re_registered (bool).",
+            "name",
+            "kind",
+            "model",
+            "install_id",
+            "re_registered",
+        ),
+        _type(
+            "device.online",
+            "A device that was offline beat again. Payload: offline_for_s (float or null).",
+            "offline_for_s",
+        ),
+        _type(
+            "device.offline",
+            "A device missed its heartbeats and was marked offline. Payload: reason, "
+            "last_seen_at (ISO 8601).",
+            "reason",
+            "last_seen_at",
+        ),
+        _type(
+            "pairing.rotated",
+            "The pairing code changed. Payload: reason (expired|operator). The code itself is "
+            "never written to the ledger.",
+            "reason",
+        ),
+    )
+}
+
+
+class UnknownEventType(ValueError):
+    pass
+
+
+class MissingPayloadKeys(ValueError):
+    pass
+
+
+def validate(type_name: str, payload: dict[str, object]) -> EventType:
+    try:
+        event_type = CATALOGUE[type_name]
+    except KeyError:
+        raise UnknownEventType(
+            f"Unknown ledger event type {type_name!r}: add it to ledger/catalogue.py first."
+        ) from None
+    missing = event_type.required - payload.keys()
+    if missing:
+        raise MissingPayloadKeys(
+            f"Ledger event {type_name!r} is missing payload keys: {', '.join(sorted(missing))}."
+        )
+    return event_type

@@ -1,0 +1,20 @@
+"""The Celery app. With REDIS_URL it talks to workers; without, tasks run eagerly in-process."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "motionmix.settings")
+
+app = Celery("motionmix")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+# The periodic work of the scaled mode. The embedded default runs the same tasks from the
+# server's ticker (director/ticker.py) instead.
+app.conf.beat_schedule = {
+    "devices-sweep-offline": {"task": "devices.tasks.devices_sweep_offline", "schedule": 1.0},
+    "pairing-code-refresh": {"task": "devices.tasks.pairing_code_refresh", "schedule": 5.0},
+}

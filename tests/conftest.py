@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from channels.layers import channel_layers
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from tests.support.api import heartbeat_body, register_body
+from tests.support.server import RunningServer, running_server
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_channel_layer() -> None:
+    # On Redis, keep this run's groups apart from any other run's.
+    if settings.REDIS_URL:
+        layer = settings.CHANNEL_LAYERS["default"]
+        layer["CONFIG"]["prefix"] = f"mmtest-{uuid.uuid4().hex[:8]}"
+        channel_layers.backends.clear()
+
+
+@pytest.fixture
+def operator(db: None) -> Any:
+    return get_user_model().objects.create_user(username="op", password="op-password-123")
+
+
+@pytest.fixture
+def operator_client(operator: Any) -> Client:
+    client = Client()
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture
+def pairing_code(db: None) -> str:
+    from devices.services import pairing_code_get_or_rotate
+
+    return pairing_code_get_or_rotate().code
+
+
+class DeviceApi:
+    """The device side of the HTTP contract, through Django's test client."""
+
+    def __init__(self, client: Client, code: str) -> None:
+        self.client = client
+        self.code = code
+
+    def post(self, path: str, body: Any, token: str | None = None, **extra: Any) -> Any:
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+        return self.client.post(
+            f"/api/v1/{path}", body, content_type="application/json", **headers, **extra
+        )
+
+    def register(self, install_id: str = "install-1", **overrides: Any) -> dict[str, Any]:
+        response = self.post("devices/register", register_body(self.code, install_id, **overrides))
+        assert response.status_code in (200, 201), response.content
+        return response.json()
+
+    def heartbeat(self, token: str, **overrides: Any) -> Any:
+        return self.post("devices/heartbeat", heartbeat_body(**overrides), token=token)
+
+
+@pytest.fixture
+def device_api(db: None, pairing_code: str) -> DeviceApi:
+    return DeviceApi(Client(), pairing_code)
+
+
+@pytest.fixture
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A real server in its own processes with its own database, for one test."""
+    workdir: Path = tmp_path_factory.mktemp("server")
+    with running_server(workdir) as running:
+        yield running

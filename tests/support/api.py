@@ -1,0 +1,44 @@
+"""Bodies the capture app sends, for API and service tests."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+IPHONE_LENSES = [
+    {"id": "ultra_wide", "zoom": 0.5, "hfov_deg": 106.0},
+    {"id": "wide", "zoom": 1.0, "hfov_deg": 73.0},
+    {"id": "tele", "zoom": 3.0, "hfov_deg": 27.0},
+]
+
+
+def register_body(code: str, install_id: str = "install-1", **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "pairing_code": code,
+        "install_id": install_id,
+        "name": "Cam 1",
+        "kind": "iphone",
+        "model": "iPhone 15 Pro",
+        "os_version": "18.1",
+        "app_version": "1.0.0",
+        "lenses": IPHONE_LENSES,
+    }
+    body.update(overrides)
+    return body
+
+
+def heartbeat_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "sent_at": time.time(),
+        "battery": 0.81,
+        "charging": False,
+        "thermal": "nominal",
+        "lens": "wide",
+        "zoom": 1.0,
+        "orientation": "landscape_left",
+        "flip": {"horizontal": False, "vertical": False},
+        "storage_free_mb": 51_200,
+        "fps": 30.0,
+    }
+    body.update(overrides)
+    return body
