@@ -188,6 +188,14 @@ class StrictSchema(Schema):
     # ignored, so the capture app may add fields before the server knows them.
     model_config = ConfigDict(strict=True, extra="ignore")
 
+    @field_validator("*")
+    @classmethod
+    def _storable_text(cls, value: object) -> object:
+        # PostgreSQL text cannot hold NUL: refuse it here (400) rather than fail the insert (500).
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+        return value
+
 
 class LensIn(StrictSchema):
     id: str = Field(min_length=1, max_length=32)

@@ -21,7 +21,7 @@ from devices.models import Device, PairingCode, PairingFailure
 # No 0/O, 1/I/L, 2/Z, 5/S, 8/B: the code is read off a screen and typed on a phone.
 PAIRING_ALPHABET = "34679ACDEFGHJKMNPQRTUVWXY"
 PAIRING_CODE_LENGTH = 6
-TOKEN_PREFIX = "mmd_"
+TOKEN_PREFIX = "mmd_"  # noqa: S105 - a label on every token, not a secret
 
 
 class PairingRefused(Exception):
@@ -101,7 +101,8 @@ def _pairing_check(*, code: str, address: str) -> None:
         retry_after = max(1, int((oldest - now).total_seconds() + window) + 1)
         raise TooManyPairingAttempts(retry_after)
     current = pairing_code_get_or_rotate()
-    if not hmac.compare_digest(normalize_pairing_code(code), current.code):
+    # Bytes, not str: compare_digest raises TypeError on a str that is not ASCII.
+    if not hmac.compare_digest(normalize_pairing_code(code).encode(), current.code.encode()):
         # Its own transaction: the failure must count even though the register call fails.
         with transaction.atomic():
             PairingFailure.objects.create(address=address, at=now)

@@ -22,10 +22,14 @@ def not_found(request: HttpRequest, path: str) -> JsonResponse:
     return error_response(404, "not_found", f"There is no device API call at /api/v1/{path}.")
 
 
-api_patterns, app_name, namespace = api.urls
+# Not `app_name`: Django would take a module-level `app_name` as this URLconf's namespace and
+# nest Ninja's under it, and the OpenAPI view could no longer reverse its own root.
+api_patterns, api_app_name, api_namespace = api.urls
 _open_to_devices(api_patterns)
 
 urlpatterns = [
-    re_path("", include((api_patterns, app_name), namespace=namespace)),
+    # Ninja's root pattern (kept for reverse) answers an HTML 404 when docs are off.
+    re_path(r"^$", not_found, {"path": ""}),
+    re_path("", include((api_patterns, api_app_name), namespace=api_namespace)),
     re_path(r"^(?P<path>.*)$", not_found),
 ]

@@ -69,9 +69,7 @@ class RegistryConsumer(AsyncWebsocketConsumer):
             self.flush_task = asyncio.create_task(self._flush_later())
 
     async def pairing_changed(self, event: PairingChanged) -> None:
-        html = await database_sync_to_async(fragments.pairing_panel)(
-            base_url=_base_url(self.scope)
-        )
+        html = await database_sync_to_async(fragments.pairing_panel)(base_url=_base_url(self.scope))
         await self.send(text_data=html)
 
     async def _flush_later(self) -> None:

@@ -39,10 +39,17 @@ def device_cards(*, device_ids: Iterable[str], known: set[str]) -> tuple[str, se
             parts.append(f'<div id="{dom.device_card_id(device_id)}" hx-swap-oob="delete"></div>')
             now_known.discard(device_id)
             continue
-        swap = "true" if device_id in known else f"beforeend:#{dom.DEVICE_CARDS}"
-        parts.append(
-            render_to_string("director/partials/device_card.html", {"device": device, "oob": swap})
-        )
+        if device_id in known:
+            parts.append(
+                render_to_string(
+                    "director/partials/device_card.html", {"device": device, "oob": "true"}
+                )
+            )
+        else:
+            # htmx inserts the *children* of a beforeend out-of-band element, so the new card
+            # travels inside a wrapper and arrives whole, id and all.
+            card = render_to_string("director/partials/device_card.html", {"device": device})
+            parts.append(f'<div hx-swap-oob="beforeend:#{dom.DEVICE_CARDS}">{card}</div>')
         now_known.add(device_id)
     all_devices = selectors.registry_devices()
     parts.append(

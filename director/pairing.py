@@ -28,7 +28,7 @@ def pairing_view(*, base_url: str) -> PairingView:
     link = "motionmix://pair?" + urlencode({"server": server, "code": code.code})
     qr = segno.make(link, error="m")
     # segno escapes the payload into the SVG itself; the markup is ours, not the user's.
-    svg = qr.svg_inline(scale=4, dark="#0b0f14", light="#ffffff", border=2)
+    svg = qr.svg_inline(scale=4, dark="#0b0f14", light="#ffffff", border=2, omitsize=True)
     return PairingView(
         code=code.code,
         display=code.display,

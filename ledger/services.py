@@ -31,7 +31,7 @@ def _next_seq(stream: str) -> int:
 
 def event_record(
     *,
-    type: str,  # noqa: A002 - the ledger's own word for it
+    type: str,
     payload: dict[str, Any],
     session_id: UUID | None = None,
     device_id: UUID | None = None,

@@ -43,12 +43,12 @@ class RunningServer:
     env: dict[str, str]
     workdir: Path
     username: str = "director"
-    password: str = "correct-horse-battery-staple"  # noqa: S105 - a throwaway test login
+    password: str = "correct-horse-battery-staple"
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     server: subprocess.Popen[bytes] | None = None
 
     def manage(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(  # noqa: S603
+        return subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), *args],
             env=self.env,
             cwd=ROOT,
@@ -60,7 +60,7 @@ class RunningServer:
 
     def spawn(self, *args: str, log_name: str) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{log_name}.log").open("ab")
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             list(args), env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
         )
         self.processes.append(proc)

@@ -1,0 +1,3 @@
+"""Timing runs against a real server; see README.md. Not collected by pytest."""
+
+from __future__ import annotations

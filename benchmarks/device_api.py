@@ -1,0 +1,759 @@
+"""Device API benchmark: heartbeats per second against a real server, next to the `/_ping` floor.
+
+It starts `manage.py serve` as its own process (tests.support.server.running_server), registers
+N simulated devices through the public API, then drives `POST /api/v1/devices/heartbeat` from
+all of them at once, as fast as the server answers, each device on its own keep-alive
+connection. The same connections then drive the bare ASGI `GET /_ping` for as long, so the
+run measures the cost Django, the API and the database add over Daphne itself.
+
+The load comes from a small hand-written HTTP/1.1 client (asyncio streams, Content-Length
+framing) in several processes, so that the client costs little next to the server; the
+report shows the CPU the client processes used.
+
+    .venv/bin/python benchmarks/device_api.py [--duration 10] [--json result.json]
+
+With no environment this runs the embedded default (SQLite, in-memory channel layer). With
+DATABASE_URL=postgres://... and REDIS_URL=redis://... it runs the scaled mode: the server gets
+a fresh PostgreSQL database of its own, the Redis channel layer and a Celery worker.
+
+The JSON report goes to stdout (and to --json PATH); the table and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import platform
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any, Literal
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.api import heartbeat_body, register_body  # noqa: E402
+from tests.support.server import RunningServer, running_server  # noqa: E402
+
+AIM_HEARTBEATS_PER_S = 1000.0
+AIM_P99_MS = 50.0
+
+REQUEST_TIMEOUT_S = 10.0
+# However fast the server is, no device loop runs longer than this many requests in one phase.
+MAX_REQUESTS_PER_DEVICE_PHASE = 1_000_000
+# Connections are opened a few at a time: Twisted listens with a backlog of 50.
+CONNECT_CONCURRENCY = 16
+REGISTER_CONCURRENCY = 8
+REGISTER_TIMEOUT_S = 180.0
+MAX_ERROR_SAMPLES = 5
+
+Kind = Literal["heartbeat", "ping"]
+
+
+# --- A minimal HTTP/1.1 keep-alive client ----------------------------------------------------
+
+
+class ProtocolError(Exception):
+    """The server answered something this client does not parse."""
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    close: bool
+
+
+class Connection:
+    """One keep-alive connection; one request in flight at a time, as a phone does."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+    async def reopen(self) -> None:
+        await self.close()
+        await self.open()
+
+    async def request(self, raw: bytes) -> Response:
+        if self.reader is None or self.writer is None:
+            await self.open()
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(raw)
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+            raise ProtocolError(f"not an HTTP/1.x status line: {lines[0]!r}")
+        status = int(parts[1])
+        length: int | None = None
+        chunked = False
+        close = parts[0] == b"HTTP/1.0"
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
+        if chunked:
+            body = await self._read_chunked()
+        elif length is not None:
+            body = await self.reader.readexactly(length)
+        else:
+            raise ProtocolError("a response without Content-Length or chunked framing")
+        return Response(status=status, body=body, close=close)
+
+    async def _read_chunked(self) -> bytes:
+        assert self.reader is not None
+        chunks: list[bytes] = []
+        for _ in range(10_000):
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await self.reader.readuntil(b"\r\n")  # no trailers expected
+                return b"".join(chunks)
+            chunks.append(await self.reader.readexactly(size))
+            await self.reader.readexactly(2)
+        raise ProtocolError("a chunked body of more than 10,000 chunks")
+
+
+# --- Requests --------------------------------------------------------------------------------
+
+
+@dataclass
+class Device:
+    index: int
+    token: str
+    last_sent_at: float = 0.0
+
+    def next_sent_at(self) -> float:
+        # The server ignores a beat older than the last one it stored; keep each device's
+        # clock strictly increasing even when two beats fall in the same clock tick.
+        self.last_sent_at = max(time.time(), self.last_sent_at + 1e-6)
+        return self.last_sent_at
+
+
+def http_request(
+    method: str, path: str, host: str, headers: dict[str, str], body: bytes = b""
+) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class RequestMaker:
+    def __init__(self, *, host: str, port: int) -> None:
+        self.host_header = f"{host}:{port}"
+        self.ping = http_request("GET", "/_ping", self.host_header, {})
+        self.beat = heartbeat_body()
+
+    def heartbeat(self, device: Device) -> bytes:
+        body = json.dumps({**self.beat, "sent_at": device.next_sent_at()}).encode()
+        headers = {"Authorization": f"Bearer {device.token}", "Content-Type": "application/json"}
+        return http_request("POST", "/api/v1/devices/heartbeat", self.host_header, headers, body)
+
+    def register(self, code: str, index: int) -> bytes:
+        body = json.dumps(
+            register_body(code, install_id=f"bench-{index:04d}", name=f"Bench {index}")
+        ).encode()
+        headers = {"Content-Type": "application/json"}
+        return http_request("POST", "/api/v1/devices/register", self.host_header, headers, body)
+
+
+# --- Client processes ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    kind: Kind
+    duration_s: float
+    measured: bool
+
+
+@dataclass
+class PhaseStats:
+    """What one client process saw in one phase."""
+
+    latencies_s: array[float] = field(default_factory=lambda: array("d"))
+    errors_by_status: Counter[int] = field(default_factory=Counter)
+    transport_errors: Counter[str] = field(default_factory=Counter)
+    error_samples: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    cpu_s: float = 0.0
+
+    def sample(self, text: str) -> None:
+        if len(self.error_samples) < MAX_ERROR_SAMPLES:
+            self.error_samples.append(text[:300])
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    host: str
+    port: int
+    devices: list[tuple[int, str]]
+    phases: list[Phase]
+    barrier_timeout_s: float
+
+
+async def _drive(
+    conn: Connection,
+    device: Device,
+    kind: Kind,
+    maker: RequestMaker,
+    deadline: float,
+    stats: PhaseStats,
+) -> None:
+    for _ in range(MAX_REQUESTS_PER_DEVICE_PHASE):
+        if time.perf_counter() >= deadline:
+            return
+        raw = maker.heartbeat(device) if kind == "heartbeat" else maker.ping
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                response = await conn.request(raw)
+        except (OSError, EOFError, TimeoutError, ValueError, ProtocolError) as exc:
+            # EOFError covers IncompleteReadError; ValueError a bad number or an overlong line.
+            stats.transport_errors[type(exc).__name__] += 1
+            stats.sample(f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    await conn.reopen()
+            await asyncio.sleep(0.01)
+            continue
+        latency = time.perf_counter() - started
+        if response.status == 200:
+            stats.latencies_s.append(latency)
+        else:
+            stats.errors_by_status[response.status] += 1
+            stats.sample(f"{response.status}: {response.body[:200].decode(errors='replace')}")
+        if response.close:
+            with contextlib.suppress(OSError, TimeoutError):
+                await conn.reopen()
+
+
+async def _open_all(connections: list[Connection]) -> None:
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one(conn: Connection) -> None:
+        async with gate, asyncio.timeout(REQUEST_TIMEOUT_S):
+            await conn.open()
+
+    await asyncio.gather(*(one(conn) for conn in connections))
+
+
+async def _worker(spec: WorkerSpec, barrier: Barrier) -> list[PhaseStats]:
+    maker = RequestMaker(host=spec.host, port=spec.port)
+    devices = [Device(index=index, token=token) for index, token in spec.devices]
+    connections = [Connection(spec.host, spec.port) for _ in devices]
+    await _open_all(connections)
+    results: list[PhaseStats] = []
+    try:
+        for phase in spec.phases:
+            await asyncio.to_thread(barrier.wait, spec.barrier_timeout_s)
+            stats = PhaseStats()
+            cpu_before = time.process_time()
+            started = time.perf_counter()
+            deadline = started + phase.duration_s
+            await asyncio.gather(
+                *(
+                    _drive(conn, device, phase.kind, maker, deadline, stats)
+                    for conn, device in zip(connections, devices, strict=True)
+                )
+            )
+            stats.elapsed_s = time.perf_counter() - started
+            stats.cpu_s = time.process_time() - cpu_before
+            await asyncio.to_thread(barrier.wait, spec.barrier_timeout_s)
+            results.append(stats)
+    finally:
+        await asyncio.gather(*(conn.close() for conn in connections))
+    return results
+
+
+def worker_main(spec: WorkerSpec, barrier: Barrier, results: Any) -> None:
+    try:
+        results.put(("ok", asyncio.run(_worker(spec, barrier))))
+    except BaseException as exc:
+        barrier.abort()  # so the others do not wait out the timeout
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+# --- Registration ----------------------------------------------------------------------------
+
+
+async def register_devices(*, host: str, port: int, code: str, count: int) -> list[tuple[int, str]]:
+    maker = RequestMaker(host=host, port=port)
+    todo: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(1, count + 1):
+        todo.put_nowait(index)
+    tokens: dict[int, str] = {}
+
+    async def registrar() -> None:
+        conn = Connection(host, port)
+        try:
+            while not todo.empty():
+                index = todo.get_nowait()
+                response = await conn.request(maker.register(code, index))
+                if response.status not in (200, 201):
+                    raise RuntimeError(
+                        f"registering device {index} answered {response.status}: "
+                        f"{response.body[:300].decode(errors='replace')}; "
+                        "see the server log in the work directory"
+                    )
+                tokens[index] = json.loads(response.body)["token"]
+                if response.close:
+                    await conn.reopen()
+        finally:
+            await conn.close()
+
+    async with asyncio.timeout(REGISTER_TIMEOUT_S):
+        await asyncio.gather(*(registrar() for _ in range(REGISTER_CONCURRENCY)))
+    return sorted(tokens.items())
+
+
+# --- Measuring the machine -------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of a process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # After the command name: state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, summed over cores."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
+@dataclass
+class CpuSample:
+    wall: float
+    server: float
+    helpers: float
+    machine_busy: float
+    machine_total: float
+
+    @classmethod
+    def take(cls, server: RunningServer) -> CpuSample:
+        main = server.server.pid if server.server is not None else 0
+        helpers = sum(process_cpu_s(p.pid) for p in server.processes if p.pid != main)
+        busy, total = machine_busy_s()
+        return cls(time.perf_counter(), process_cpu_s(main), helpers, busy, total)
+
+
+# --- Profiling (optional) --------------------------------------------------------------------
+
+
+def start_profiler(
+    folder: Path | None, phase: Phase, server: RunningServer, flags: list[str]
+) -> subprocess.Popen[bytes] | None:
+    """Sample the server with py-spy for one measured phase, as collapsed stacks."""
+    if folder is None or not phase.measured or server.server is None:
+        return None
+    py_spy = Path(sys.executable).with_name("py-spy")
+    if not py_spy.exists():
+        raise SystemExit(f"--py-spy needs py-spy: {sys.executable} -m pip install py-spy")
+    folder.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            str(py_spy),
+            "record",
+            "--pid",
+            str(server.server.pid),
+            "--duration",
+            str(max(1, int(phase.duration_s))),
+            "--rate",
+            "200",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(folder / f"{phase.name}.txt"),
+            *flags,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is None:
+        return
+    try:
+        profiler.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        profiler.terminate()
+        profiler.wait(timeout=5)
+
+
+# --- Report ----------------------------------------------------------------------------------
+
+
+def percentile_ms(ordered: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of sorted seconds, in ms."""
+    if not ordered:
+        return None
+    rank = max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 100)) - 1))
+    return round(ordered[rank] * 1000, 2)
+
+
+def summarize(
+    phase: Phase, per_worker: list[PhaseStats], before: CpuSample, after: CpuSample
+) -> dict[str, Any]:
+    latencies = sorted(x for stats in per_worker for x in stats.latencies_s)
+    elapsed = max(stats.elapsed_s for stats in per_worker)
+    by_status: Counter[int] = Counter()
+    transport: Counter[str] = Counter()
+    samples: list[str] = []
+    for stats in per_worker:
+        by_status.update(stats.errors_by_status)
+        transport.update(stats.transport_errors)
+        samples += stats.error_samples
+    wall = after.wall - before.wall
+    client_cpu = sum(stats.cpu_s for stats in per_worker)
+    cores = os.cpu_count() or 1
+    return {
+        "requests_ok": len(latencies),
+        "per_s": round(len(latencies) / elapsed, 1) if elapsed else 0.0,
+        "p50_ms": percentile_ms(latencies, 50),
+        "p90_ms": percentile_ms(latencies, 90),
+        "p99_ms": percentile_ms(latencies, 99),
+        "max_ms": percentile_ms(latencies, 100),
+        "mean_ms": round(sum(latencies) / len(latencies) * 1000, 2) if latencies else None,
+        "errors": sum(by_status.values()) + sum(transport.values()),
+        "errors_by_status": {str(k): v for k, v in sorted(by_status.items())},
+        "transport_errors": dict(transport),
+        "error_samples": samples[:MAX_ERROR_SAMPLES],
+        "elapsed_s": round(elapsed, 3),
+        # CPU shares are of one core: 100 is one core busy for the whole phase.
+        "cpu_pct_of_one_core": {
+            "server": round(100 * (after.server - before.server) / wall, 1),
+            "server_helpers": round(100 * (after.helpers - before.helpers) / wall, 1),
+            "clients": round(100 * client_cpu / wall, 1),
+            "machine": round(
+                100
+                * cores
+                * (after.machine_busy - before.machine_busy)
+                / max(after.machine_total - before.machine_total, 1e-9),
+                1,
+            ),
+        },
+    }
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def verdict(heartbeat: dict[str, Any], concurrency: int) -> dict[str, Any]:
+    rate_met = heartbeat["per_s"] >= AIM_HEARTBEATS_PER_S
+    p99 = heartbeat["p99_ms"]
+    latency_met = p99 is not None and p99 <= AIM_P99_MS
+    met = rate_met and latency_met and heartbeat["errors"] == 0
+    return {
+        "heartbeats_per_s": AIM_HEARTBEATS_PER_S,
+        "p99_ms": AIM_P99_MS,
+        "throughput_met": rate_met,
+        "latency_met": latency_met,
+        "no_errors": heartbeat["errors"] == 0,
+        "met": met,
+        # Little's law: with every device waiting for its answer before the next beat, the
+        # mean latency is concurrency / throughput, so p99 <= 50 ms at saturation needs at
+        # least concurrency / 0.05 s answers per second.
+        "saturation_rate_needed_for_p99_aim": round(concurrency / (AIM_P99_MS / 1000)),
+    }
+
+
+def describe_mode(env: dict[str, str]) -> dict[str, str]:
+    database = env.get("DATABASE_URL", "")
+    db = "postgresql" if database.startswith(("postgres://", "postgresql://")) else "sqlite"
+    if database and db == "sqlite":
+        db = database.partition(":")[0] or "sqlite"
+    layer = "redis" if env.get("REDIS_URL") else "in-memory"
+    if db == "postgresql" and layer == "redis":
+        mode = "scaled"
+    elif db == "sqlite" and layer == "in-memory":
+        mode = "embedded"
+    else:
+        mode = "mixed"
+    return {"mode": mode, "database": db, "channel_layer": layer}
+
+
+def render_table(report: dict[str, Any]) -> str:
+    hb, ping, rt, aim = report["heartbeat"], report["ping"], report["ratio"], report["aim"]
+
+    def cell(value: Any) -> str:
+        return "-" if value is None else f"{value}"
+
+    rows = [
+        ("", "heartbeat", "ping", "heartbeat/ping"),
+        ("requests/s", cell(hb["per_s"]), cell(ping["per_s"]), cell(rt["throughput"])),
+        ("p50 ms", cell(hb["p50_ms"]), cell(ping["p50_ms"]), cell(rt["p50_latency"])),
+        ("p99 ms", cell(hb["p99_ms"]), cell(ping["p99_ms"]), cell(rt["p99_latency"])),
+        ("max ms", cell(hb["max_ms"]), cell(ping["max_ms"]), ""),
+        ("ok", cell(hb["requests_ok"]), cell(ping["requests_ok"]), ""),
+        ("errors", cell(hb["errors"]), cell(ping["errors"]), ""),
+    ]
+    for who in ("server", "server_helpers", "clients", "machine"):
+        rows.append(
+            (
+                f"cpu {who} %",
+                cell(hb["cpu_pct_of_one_core"][who]),
+                cell(ping["cpu_pct_of_one_core"][who]),
+                "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [
+        f"Device API benchmark: {report['mode']} mode ({report['database']}, "
+        f"{report['channel_layer']} channel layer), {report['machine']['cores']} cores",
+        f"{report['devices']} devices on {report['concurrency']} keep-alive connections from "
+        f"{report['client_processes']} client processes, {report['duration_s']} s per endpoint",
+        "",
+    ]
+    for row in rows:
+        lines.append("  ".join(value.rjust(widths[i]) for i, value in enumerate(row)))
+    lines.append("")
+    lines.append(
+        f"Aim: >= {aim['heartbeats_per_s']:.0f} heartbeats/s with p99 <= {aim['p99_ms']:.0f} ms "
+        f"and no errors: {'MET' if aim['met'] else 'NOT MET'} "
+        f"(throughput {'met' if aim['throughput_met'] else 'not met'}, "
+        f"p99 {'met' if aim['latency_met'] else 'not met'})"
+    )
+    lines.append(
+        f"  (with {report['concurrency']} requests always in flight, p99 <= {aim['p99_ms']:.0f} ms "
+        f"needs about {aim['saturation_rate_needed_for_p99_aim']} answers/s)"
+    )
+    for name, stats in (("heartbeat", hb), ("ping", ping)):
+        for sample in stats["error_samples"]:
+            lines.append(f"  {name} error: {sample}")
+    return "\n".join(lines)
+
+
+# --- Main ------------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    mode = describe_mode(dict(os.environ))
+    # Beats here come far faster than the interval; a long interval keeps the offline sweep
+    # from marking the fleet offline during the ping phase, which would load the server with
+    # 200 transactions that belong to neither endpoint.
+    extra_env = {"MOTIONMIX_HEARTBEAT_INTERVAL_S": str(args.heartbeat_interval)}
+    for item in args.server_env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--server-env takes NAME=VALUE, not {item!r}")
+        extra_env[name] = value
+    log(f"Starting the server ({mode['mode']} mode) in {workdir} ...")
+    with running_server(workdir, extra_env=extra_env) as server:
+        host, port = "127.0.0.1", server.port
+        code = server.pairing_code()
+        log(f"Registering {args.devices} devices ...")
+        started = time.perf_counter()
+        devices = asyncio.run(register_devices(host=host, port=port, code=code, count=args.devices))
+        register_s = time.perf_counter() - started
+
+        phases = [
+            Phase("warmup-heartbeat", "heartbeat", args.warmup, measured=False),
+            Phase("warmup-ping", "ping", args.warmup, measured=False),
+            Phase("heartbeat", "heartbeat", args.duration, measured=True),
+            Phase("ping", "ping", args.duration, measured=True),
+        ]
+        phases = [phase for phase in phases if phase.duration_s > 0]
+        barrier_timeout = max(phase.duration_s for phase in phases) + 2 * REQUEST_TIMEOUT_S + 30
+        ctx = multiprocessing.get_context("spawn")
+        barrier = ctx.Barrier(args.clients + 1)
+        results = ctx.Queue()
+        workers = [
+            ctx.Process(
+                target=worker_main,
+                args=(
+                    WorkerSpec(
+                        host=host,
+                        port=port,
+                        devices=devices[i :: args.clients],
+                        phases=phases,
+                        barrier_timeout_s=barrier_timeout,
+                    ),
+                    barrier,
+                    results,
+                ),
+                name=f"bench-client-{i}",
+            )
+            for i in range(args.clients)
+        ]
+        for worker in workers:
+            worker.start()
+        samples: dict[str, tuple[CpuSample, CpuSample]] = {}
+        try:
+            for phase in phases:
+                log(f"Phase {phase.name}: {phase.duration_s} s ...")
+                barrier.wait(barrier_timeout)
+                before = CpuSample.take(server)
+                profiler = start_profiler(args.py_spy, phase, server, args.py_spy_flag)
+                barrier.wait(barrier_timeout)
+                samples[phase.name] = (before, CpuSample.take(server))
+                stop_profiler(profiler)
+            per_worker: list[list[PhaseStats]] = []
+            for _ in workers:
+                status, payload = results.get(timeout=barrier_timeout)
+                if status != "ok":
+                    raise RuntimeError(f"a client process failed: {payload}")
+                per_worker.append(payload)
+        except threading.BrokenBarrierError:
+            failures = []
+            with contextlib.suppress(queue.Empty):
+                for _ in workers:
+                    status, payload = results.get(timeout=5)
+                    if status != "ok":
+                        failures.append(payload)
+            raise RuntimeError(
+                f"a client process stopped: {'; '.join(failures) or 'no reason given'}"
+            ) from None
+        finally:
+            for worker in workers:
+                worker.join(timeout=15)
+                if worker.is_alive():
+                    worker.terminate()
+                    worker.join(timeout=5)
+
+        report: dict[str, Any] = {
+            "benchmark": "device_api",
+            **mode,
+            "machine": {
+                "cores": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            "devices": args.devices,
+            "client_processes": args.clients,
+            "concurrency": args.devices,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "register_s": round(register_s, 2),
+            "server_env": extra_env,
+        }
+        for index, phase in enumerate(phases):
+            if phase.measured:
+                before, after = samples[phase.name]
+                stats = [worker[index] for worker in per_worker]
+                report[phase.kind] = summarize(phase, stats, before, after)
+    hb, ping = report["heartbeat"], report["ping"]
+    report["ratio"] = {
+        "throughput": ratio(hb["per_s"], ping["per_s"]),
+        "p50_latency": ratio(hb["p50_ms"], ping["p50_ms"]),
+        "p99_latency": ratio(hb["p99_ms"], ping["p99_ms"]),
+    }
+    report["aim"] = verdict(hb, args.devices)
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="Seconds per endpoint.")
+    parser.add_argument("--warmup", type=float, default=1.0, help="Unmeasured seconds first.")
+    parser.add_argument("--devices", type=int, default=200, help="Devices, one connection each.")
+    parser.add_argument("--clients", type=int, default=2, help="Client processes.")
+    parser.add_argument("--json", type=Path, default=None, help="Also write the JSON here.")
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=60.0,
+        help="MOTIONMIX_HEARTBEAT_INTERVAL_S for the server (keeps the fleet online).",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="Extra environment for the server, e.g. DJANGO_DEBUG=0 (repeatable).",
+    )
+    parser.add_argument("--keep", action="store_true", help="Keep the work directory (logs).")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="Sample the server with py-spy during each measured phase; collapsed stacks to DIR.",
+    )
+    parser.add_argument(
+        "--py-spy-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="Extra py-spy record flag, e.g. --py-spy-flag=--gil or --py-spy-flag=--idle.",
+    )
+    args = parser.parse_args(argv)
+    if not 0 < args.duration <= 600:
+        parser.error("--duration must be more than 0 and at most 600 s")
+    if not 0 <= args.warmup <= 60:
+        parser.error("--warmup must be between 0 and 60 s")
+    if not 1 <= args.clients <= 16 or not args.clients <= args.devices <= 5000:
+        parser.error("--clients must be 1..16 and --devices between --clients and 5000")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            workdir = Path(tempfile.mkdtemp(prefix="mm-bench-"))
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mm-bench-")))
+        report = run(args, workdir)
+        if args.keep:
+            log(f"Logs kept in {workdir}")
+    text = json.dumps(report, indent=2)
+    if args.json is not None:
+        args.json.write_text(text + "\n")
+    print(text, flush=True)
+    log("")
+    log(render_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from devices import services
+from director.consumers import CLOSE_LOGIN_REQUIRED
+from director.dom import device_card_id
+from motionmix.asgi import application
+from tests.support.api import IPHONE_LENSES, heartbeat_body
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://localhost")
+HOST = (b"host", b"localhost")
+
+
+def _session_cookie(user: Any) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def _connect(headers: list[tuple[bytes, bytes]]) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, "/ws/director/registry/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    return communicator
+
+
+async def _operator_socket() -> WebsocketCommunicator:
+    user = await sync_to_async(get_user_model().objects.create_user)(
+        username="ws-op", password="pw-123456789"
+    )
+    cookie = await sync_to_async(_session_cookie)(user)
+    return await _connect([ORIGIN, HOST, (b"cookie", cookie)])
+
+
+def _register(install_id: str, name: str) -> services.Registration:
+    code = services.pairing_code_get_or_rotate().code
+    return services.device_register(
+        pairing_code=code,
+        address="127.0.0.1",
+        install_id=install_id,
+        name=name,
+        kind="iphone",
+        model="iPhone 15 Pro",
+        os_version="18.1",
+        app_version="1.0",
+        lenses=IPHONE_LENSES,
+    )
+
+
+def _beat(device_id: Any, **overrides: Any) -> None:
+    from django.utils import timezone
+
+    body = heartbeat_body(**overrides)
+    services.device_heartbeat(
+        device_id=device_id,
+        received_at=timezone.now(),
+        beat=services.Heartbeat(
+            sent_at=body["sent_at"],
+            battery=body["battery"],
+            charging=body["charging"],
+            thermal=body["thermal"],
+            lens=body["lens"],
+            zoom=body["zoom"],
+            orientation=body["orientation"],
+            flip_horizontal=False,
+            flip_vertical=False,
+            storage_free_mb=body["storage_free_mb"],
+            fps=body["fps"],
+        ),
+    )
+
+
+async def _receive_until(communicator: WebsocketCommunicator, needle: str) -> str:
+    """Receive pushes until one contains `needle`; fails after 5 s."""
+    async with asyncio.timeout(5):
+        while True:
+            message = await communicator.receive_from(timeout=5)
+            if needle in message:
+                return message
+
+
+async def test_an_anonymous_socket_is_closed_with_the_login_code() -> None:
+    communicator = await _connect([ORIGIN, HOST])
+    output = await communicator.receive_output(timeout=5)
+    assert output == {"type": "websocket.close", "code": CLOSE_LOGIN_REQUIRED}
+    await communicator.disconnect()
+
+
+async def test_a_socket_from_a_foreign_origin_is_refused() -> None:
+    user = await sync_to_async(get_user_model().objects.create_user)(
+        username="x", password="pw-123456789"
+    )
+    cookie = await sync_to_async(_session_cookie)(user)
+    communicator = WebsocketCommunicator(
+        application,
+        "/ws/director/registry/",
+        headers=[(b"origin", b"http://evil.example"), HOST, (b"cookie", cookie)],
+    )
+    connected, _ = await communicator.connect(timeout=5)
+    assert not connected
+    await communicator.disconnect()
+
+
+async def test_connecting_sends_every_card_and_the_pairing_panel() -> None:
+    reg = await sync_to_async(_register)("i-1", "Cam Alpha")
+    communicator = await _operator_socket()
+    try:
+        first = await communicator.receive_from(timeout=5)
+        assert f'id="{device_card_id(reg.device.pk)}"' in first
+        assert 'id="device-cards" class="cards" hx-swap-oob="true"' in first
+        assert 'id="pairing-panel"' in first and "Cam Alpha" in first
+    finally:
+        await communicator.disconnect()
+
+
+async def test_a_new_device_is_appended_and_a_known_one_replaced() -> None:
+    communicator = await _operator_socket()
+    try:
+        await communicator.receive_from(timeout=5)  # the initial state: no devices
+        reg = await sync_to_async(_register)("i-2", "Cam Bravo")
+        card = device_card_id(reg.device.pk)
+        pushed = await _receive_until(communicator, card)
+        assert 'hx-swap-oob="beforeend:#device-cards"' in pushed
+        await sync_to_async(_beat)(reg.device.pk, battery=0.15, thermal="critical")
+        pushed = await _receive_until(communicator, "Critical heat")
+        assert re.search(rf'id="{card}"[^>]*data-status="online"[^>]*hx-swap-oob="true"', pushed)
+        assert "Battery below 20" in pushed
+    finally:
+        await communicator.disconnect()
+
+
+async def test_going_offline_is_pushed_to_the_card() -> None:
+    reg = await sync_to_async(_register)("i-3", "Cam Charlie")
+    communicator = await _operator_socket()
+    try:
+        await communicator.receive_from(timeout=5)
+        await sync_to_async(services.device_mark_offline)(device_id=reg.device.pk, reason="test")
+        pushed = await _receive_until(communicator, 'data-status="offline"')
+        assert device_card_id(reg.device.pk) in pushed
+        assert "Offline: no heartbeat since" in pushed
+    finally:
+        await communicator.disconnect()
+
+
+async def test_a_burst_of_heartbeats_renders_the_card_once_per_window() -> None:
+    reg = await sync_to_async(_register)("i-4", "Cam Delta")
+    communicator = await _operator_socket()
+    try:
+        await communicator.receive_from(timeout=5)
+        for i in range(20):
+            await sync_to_async(_beat)(reg.device.pk, battery=0.9 - i * 0.01)
+        pushed = await _receive_until(communicator, "71%")
+        assert pushed.count(device_card_id(reg.device.pk)) == 1
+        assert await communicator.receive_nothing(timeout=0.5)
+    finally:
+        await communicator.disconnect()
+
+
+async def test_a_rotated_pairing_code_is_pushed() -> None:
+    communicator = await _operator_socket()
+    try:
+        await communicator.receive_from(timeout=5)
+        code = await sync_to_async(services.pairing_code_rotate)(reason="operator")
+        pushed = await _receive_until(communicator, 'id="pairing-panel"')
+        assert code.display in pushed
+    finally:
+        await communicator.disconnect()
