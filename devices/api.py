@@ -234,7 +234,10 @@ class FlipIn(StrictSchema):
 
 
 class HeartbeatIn(StrictSchema):
-    sent_at: float = Field(gt=0, allow_inf_nan=False, description="Device clock, unix seconds.")
+    # 2001..2100: a phone's clock may be off, but not by decades.
+    sent_at: float = Field(
+        ge=1e9, le=4.1e9, allow_inf_nan=False, description="Device clock, unix seconds."
+    )
     battery: float = Field(ge=0, le=1, allow_inf_nan=False)
     charging: bool
     thermal: Literal["nominal", "fair", "serious", "critical"]
@@ -250,7 +253,8 @@ class HeartbeatIn(StrictSchema):
         "unknown",
     ]
     flip: FlipIn
-    storage_free_mb: int = Field(ge=0)
+    # The column is a PositiveIntegerField: PostgreSQL's integer stops at 2**31 - 1.
+    storage_free_mb: int = Field(ge=0, le=2**31 - 1)
     fps: float = Field(ge=0, le=240, allow_inf_nan=False)
 
 

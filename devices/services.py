@@ -21,6 +21,8 @@ from devices.models import Device, PairingCode, PairingFailure
 # No 0/O, 1/I/L, 2/Z, 5/S, 8/B: the code is read off a screen and typed on a phone.
 PAIRING_ALPHABET = "34679ACDEFGHJKMNPQRTUVWXY"
 PAIRING_CODE_LENGTH = 6
+# A beat whose device clock is at most this much behind the last one was overtaken in flight.
+REORDER_WINDOW_S = 30.0
 TOKEN_PREFIX = "mmd_"  # noqa: S105 - a label on every token, not a secret
 
 
@@ -195,8 +197,8 @@ class Heartbeat:
 def device_heartbeat(*, device_id: UUID, beat: Heartbeat, received_at: datetime) -> Device:
     """Store what the device reports and bring it back online if it was offline.
 
-    Idempotent in effect: a repeated or late beat only overwrites the reported state; a beat
-    whose device clock is older than the last one stored is ignored so state never goes back.
+    Every beat refreshes presence. A beat overtaken by a newer one (its device clock a little
+    behind the last stored) does not roll the reported state back.
     """
     device = Device.objects.select_for_update().get(pk=device_id)
     if device.lenses and beat.lens not in device.lens_ids:
@@ -204,12 +206,29 @@ def device_heartbeat(*, device_id: UUID, beat: Heartbeat, received_at: datetime)
             f"lens {beat.lens!r} is not one of this device's lenses "
             f"({', '.join(device.lens_ids)}); re-register if the hardware changed."
         )
-    if device.last_sent_at is not None and beat.sent_at < device.last_sent_at:
-        return device  # a beat that arrived after a newer one: keep the newer state
     was_offline = device.status == Device.Status.OFFLINE
     previous_seen = device.last_seen_at
+    device.last_seen_at = received_at  # any beat, even a late one, proves the phone is there
+    device.status = Device.Status.ONLINE
+    behind = (device.last_sent_at or 0.0) - beat.sent_at
+    if 0 < behind <= REORDER_WINDOW_S:
+        # Overtaken by a newer beat (a retry, two connections): keep the newer state. A device
+        # clock that stepped back further than the window is a clock reset, and is taken.
+        device.save(update_fields=["last_seen_at", "status"])
+    else:
+        _apply_beat(device, beat)
+        device.save()
+    if was_offline:
+        offline_for = (received_at - previous_seen).total_seconds() if previous_seen else None
+        ledger.record(
+            type="device.online", device_id=device.pk, payload={"offline_for_s": offline_for}
+        )
+    transaction.on_commit(lambda: broadcast.device_changed(device_id=device_id), robust=True)
+    return device
+
+
+def _apply_beat(device: Device, beat: Heartbeat) -> None:
     device.last_sent_at = beat.sent_at
-    device.last_seen_at = received_at
     device.battery = beat.battery
     device.charging = beat.charging
     device.thermal = beat.thermal
@@ -220,15 +239,6 @@ def device_heartbeat(*, device_id: UUID, beat: Heartbeat, received_at: datetime)
     device.flip_vertical = beat.flip_vertical
     device.storage_free_mb = beat.storage_free_mb
     device.fps = beat.fps
-    device.status = Device.Status.ONLINE
-    device.save()
-    if was_offline:
-        offline_for = (received_at - previous_seen).total_seconds() if previous_seen else None
-        ledger.record(
-            type="device.online", device_id=device.pk, payload={"offline_for_s": offline_for}
-        )
-    transaction.on_commit(lambda: broadcast.device_changed(device_id=device_id), robust=True)
-    return device
 
 
 def offline_cutoff(now: datetime | None = None) -> datetime:
@@ -243,8 +253,10 @@ def device_mark_offline(*, device_id: UUID, reason: str) -> Device:
     device = Device.objects.select_for_update().get(pk=device_id)
     if device.status == Device.Status.OFFLINE:
         return device
-    if reason == "missed_heartbeats" and device.last_seen_at and (
-        device.last_seen_at > offline_cutoff()
+    if (
+        reason == "missed_heartbeats"
+        and device.last_seen_at
+        and (device.last_seen_at > offline_cutoff())
     ):
         return device
     device.status = Device.Status.OFFLINE

@@ -47,7 +47,7 @@ CATALOGUE: dict[str, EventType] = {
         ),
         _type(
             "pairing.rotated",
-            "The pairing code changed. Payload: reason (expired|operator). The code itself is "
+            "The pairing code changed. Payload: reason (first|expired|operator). The code itself is "
             "never written to the ledger.",
             "reason",
         ),

@@ -14,6 +14,7 @@ from django.utils import timezone
 from devices import services
 from devices.models import Device, DeviceCommand
 from ledger.models import ProductionEvent
+from tests.devices.factories import DeviceCommandFactory
 from tests.devices.support import FleetListener, assert_error, events
 from tests.support.api import heartbeat_body
 
@@ -31,22 +32,16 @@ def _snapshot(registered: dict[str, Any]) -> dict[str, Any]:
 
 
 def _command(device: Device, state: str = DeviceCommand.State.QUEUED) -> DeviceCommand:
-    now = timezone.now()
-    return DeviceCommand.objects.create(
-        device=device,
-        type="tally",
-        args={"state": "live"},
-        state=state,
-        issued_at=now,
-        expires_at=now + timedelta(minutes=1),
-    )
+    return DeviceCommandFactory.create(device=device, state=state)
 
 
 def _take_offline(registered: dict[str, Any], silent_for_s: float = 30.0) -> None:
     Device.objects.filter(pk=registered["device_id"]).update(
         last_seen_at=timezone.now() - timedelta(seconds=silent_for_s)
     )
-    services.device_mark_offline(device_id=UUID(registered["device_id"]), reason="missed_heartbeats")
+    services.device_mark_offline(
+        device_id=UUID(registered["device_id"]), reason="missed_heartbeats"
+    )
     assert _device(registered).status == Device.Status.OFFLINE
 
 
@@ -135,28 +130,86 @@ def test_a_heartbeat_stores_the_reported_state(device_api: Any, registered: dict
     assert device.last_seen_at.timestamp() == pytest.approx(response.json()["received_at"])
 
 
+def test_the_largest_storage_the_column_holds_is_accepted(
+    device_api: Any, registered: dict[str, Any]
+) -> None:
+    response = device_api.heartbeat(registered["token"], storage_free_mb=2**31 - 1)
+
+    assert response.status_code == 200, response.content
+    assert _device(registered).storage_free_mb == 2**31 - 1
+
+
 def test_a_newer_heartbeat_replaces_the_state(device_api: Any, registered: dict[str, Any]) -> None:
-    device_api.heartbeat(registered["token"], sent_at=1000.0, battery=0.9, lens="wide")
-    device_api.heartbeat(registered["token"], sent_at=1002.0, battery=0.8, lens="ultra_wide")
+    device_api.heartbeat(registered["token"], sent_at=1_800_000_000.0, battery=0.9, lens="wide")
+    device_api.heartbeat(
+        registered["token"], sent_at=1_800_000_002.0, battery=0.8, lens="ultra_wide"
+    )
 
     device = _device(registered)
-    assert (device.last_sent_at, device.battery, device.lens) == (1002.0, 0.8, "ultra_wide")
+    assert (device.last_sent_at, device.battery, device.lens) == (
+        1_800_000_002.0,
+        0.8,
+        "ultra_wide",
+    )
 
 
 def test_a_heartbeat_sent_before_the_stored_one_is_ignored(
     device_api: Any, registered: dict[str, Any]
 ) -> None:
     token = registered["token"]
-    device_api.heartbeat(token, sent_at=2000.0, battery=0.8, thermal="fair", lens="tele")
+    device_api.heartbeat(token, sent_at=1_800_000_100.0, battery=0.8, thermal="fair", lens="tele")
 
-    late = device_api.heartbeat(token, sent_at=1999.0, battery=0.3, thermal="critical", lens="wide")
+    late = device_api.heartbeat(
+        token, sent_at=1_800_000_099.0, battery=0.3, thermal="critical", lens="wide"
+    )
 
     assert late.status_code == 200, late.content
     device = _device(registered)
-    assert device.last_sent_at == 2000.0
+    assert device.last_sent_at == 1_800_000_100.0
     assert device.battery == 0.8
     assert device.thermal == "fair"
     assert device.lens == "tele"
+
+
+def test_a_late_heartbeat_still_refreshes_presence_and_brings_the_device_online(
+    device_api: Any, registered: dict[str, Any]
+) -> None:
+    token = registered["token"]
+    device_api.heartbeat(token, sent_at=1_800_000_100.0, battery=0.8)
+    Device.objects.filter(pk=registered["device_id"]).update(
+        status=Device.Status.OFFLINE, last_seen_at=timezone.now() - timedelta(minutes=5)
+    )
+
+    late = device_api.heartbeat(token, sent_at=1_800_000_095.0, battery=0.3)
+
+    assert late.status_code == 200, late.content
+    device = _device(registered)
+    assert device.status == Device.Status.ONLINE
+    assert device.last_seen_at > timezone.now() - timedelta(seconds=5)
+    assert device.battery == 0.8
+
+
+def test_a_device_clock_that_steps_back_far_is_taken_as_a_reset(
+    device_api: Any, registered: dict[str, Any]
+) -> None:
+    token = registered["token"]
+    device_api.heartbeat(token, sent_at=1_800_003_600.0, battery=0.8)
+
+    stepped = device_api.heartbeat(token, sent_at=1_800_000_000.0, battery=0.7)
+
+    assert stepped.status_code == 200, stepped.content
+    device = _device(registered)
+    assert (device.last_sent_at, device.battery) == (1_800_000_000.0, 0.7)
+
+
+def test_a_wrong_method_gets_405_in_the_contract_body(device_api: Any) -> None:
+    response = device_api.client.get("/api/v1/devices/heartbeat")
+
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "method_not_allowed"
+    assert "POST" in response.json()["detail"]
+    assert response["Allow"] == "POST"
 
 
 def test_a_heartbeat_tells_the_fleet_group_after_commit(
@@ -266,6 +319,10 @@ def test_the_stored_hash_is_not_a_token(device_api: Any, registered: dict[str, A
         ({"flip": {"horizontal": "no", "vertical": False}}, "flip.horizontal"),
         ({"storage_free_mb": -1}, "storage_free_mb"),
         ({"storage_free_mb": 12.5}, "storage_free_mb"),
+        ({"storage_free_mb": 2**31}, "storage_free_mb"),
+        ({"storage_free_mb": 10**20}, "storage_free_mb"),
+        ({"battery": True}, "battery"),
+        ({"sent_at": 10**400}, "sent_at"),
         ({"fps": 1000}, "fps"),
         ({"sent_at": 0}, "sent_at"),
         ({"lens": ""}, "lens"),
@@ -309,10 +366,10 @@ def test_nan_and_infinity_literals_are_refused_with_400(
 def test_a_lens_the_device_did_not_register_is_refused_with_400(
     device_api: Any, registered: dict[str, Any]
 ) -> None:
-    device_api.heartbeat(registered["token"], sent_at=1000.0, lens="wide")
+    device_api.heartbeat(registered["token"], sent_at=1_800_000_000.0, lens="wide")
     before = _snapshot(registered)
 
-    response = device_api.heartbeat(registered["token"], sent_at=1001.0, lens="periscope")
+    response = device_api.heartbeat(registered["token"], sent_at=1_800_000_001.0, lens="periscope")
 
     detail = assert_error(response, 400, "invalid")
     assert "'periscope'" in detail
@@ -365,3 +422,20 @@ def test_a_heartbeat_over_64_kib_is_refused_with_413(
 
     assert_error(response, 413, "too_large")
     assert _device(registered).last_sent_at is None
+
+
+def test_a_server_fault_answers_500_in_the_contract_body_and_stores_nothing(
+    device_api: Any, registered: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(**kwargs: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(services, "device_heartbeat", broken)
+    device_api.client.raise_request_exception = False
+
+    response = device_api.heartbeat(registered["token"], battery=0.11)
+
+    assert response.status_code == 500
+    assert response.json()["error"] == "server_error"
+    assert "nothing was stored" in response.json()["detail"]
+    assert _device(registered).battery != 0.11

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -27,7 +28,7 @@ def test_a_phone_off_the_charger_drains_a_little_each_interval() -> None:
         phone.age()
         levels.append(phone.battery)
 
-    drops = [before - after for before, after in zip(levels, levels[1:], strict=False)]
+    drops = [before - after for before, after in itertools.pairwise(levels)]
     assert all(0.0004 <= drop <= 0.0012 + 1e-12 for drop in drops), drops
     assert phone.charging is False
 

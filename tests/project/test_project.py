@@ -94,17 +94,17 @@ def test_the_scaled_services_come_from_the_environment(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.django_db
-def test_sqlite_runs_in_wal_mode() -> None:
-    from django.db import connection
-
-    if connection.vendor != "sqlite":
-        pytest.skip("the embedded default's database only")
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA journal_mode")
-        mode = cursor.fetchone()[0]
-    # The test database lives in memory, where SQLite reports "memory"; files get WAL.
-    assert mode in ("wal", "memory")
+def test_the_embedded_sqlite_database_runs_in_wal_mode(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")} | {
+        "MOTIONMIX_VAR_DIR": str(tmp_path)
+    }
+    out = _settings_in_subprocess(
+        env,
+        "__import__('django.db').db.connection.cursor().execute('PRAGMA journal_mode')"
+        ".fetchone()[0]",
+    )
+    assert out == "wal"
+    assert (tmp_path / "motionmix.sqlite3").exists()
 
 
 def _patterns(resolver: URLResolver, prefix: str = "") -> list[tuple[str, URLPattern]]:
