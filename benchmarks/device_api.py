@@ -393,26 +393,29 @@ def start_profiler(
     if not py_spy.exists():
         raise SystemExit(f"--py-spy needs py-spy: {sys.executable} -m pip install py-spy")
     folder.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [
-            str(py_spy),
-            "record",
-            "--pid",
-            str(server.server.pid),
-            "--duration",
-            str(max(1, int(phase.duration_s))),
-            "--rate",
-            "200",
-            "--nonblocking",
-            "--format",
-            "raw",
-            "--output",
-            str(folder / f"{phase.name}.txt"),
-            *flags,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with (folder / f"{phase.name}.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                str(py_spy),
+                "record",
+                "--pid",
+                str(server.server.pid),
+                "--duration",
+                str(max(1, int(phase.duration_s))),
+                "--rate",
+                "200",
+                # Sampling without pausing the server keeps its figures close to an unprofiled
+                # run; py-spy cannot read native stacks that way.
+                *([] if "--native" in flags else ["--nonblocking"]),
+                "--format",
+                "raw",
+                "--output",
+                str(folder / f"{phase.name}.txt"),
+                *flags,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
@@ -451,6 +454,20 @@ def summarize(
     wall = after.wall - before.wall
     client_cpu = sum(stats.cpu_s for stats in per_worker)
     cores = os.cpu_count() or 1
+    cpu = {
+        "server": 100 * (after.server - before.server) / wall,
+        "server_helpers": 100 * (after.helpers - before.helpers) / wall,
+        "clients": 100 * client_cpu / wall,
+        "machine": 100
+        * cores
+        * (after.machine_busy - before.machine_busy)
+        / max(after.machine_total - before.machine_total, 1e-9),
+    }
+    # Everything else that ran: the database and Redis in the scaled mode, and whatever else
+    # shares the machine. A busy rest of the machine makes the figures lower than they can be.
+    cpu["rest_of_machine"] = max(
+        0.0, cpu["machine"] - cpu["server"] - cpu["server_helpers"] - cpu["clients"]
+    )
     return {
         "requests_ok": len(latencies),
         "per_s": round(len(latencies) / elapsed, 1) if elapsed else 0.0,
@@ -465,18 +482,7 @@ def summarize(
         "error_samples": samples[:MAX_ERROR_SAMPLES],
         "elapsed_s": round(elapsed, 3),
         # CPU shares are of one core: 100 is one core busy for the whole phase.
-        "cpu_pct_of_one_core": {
-            "server": round(100 * (after.server - before.server) / wall, 1),
-            "server_helpers": round(100 * (after.helpers - before.helpers) / wall, 1),
-            "clients": round(100 * client_cpu / wall, 1),
-            "machine": round(
-                100
-                * cores
-                * (after.machine_busy - before.machine_busy)
-                / max(after.machine_total - before.machine_total, 1e-9),
-                1,
-            ),
-        },
+        "cpu_pct_of_one_core": {name: round(value, 1) for name, value in cpu.items()},
     }
 
 
@@ -533,7 +539,7 @@ def render_table(report: dict[str, Any]) -> str:
         ("ok", cell(hb["requests_ok"]), cell(ping["requests_ok"]), ""),
         ("errors", cell(hb["errors"]), cell(ping["errors"]), ""),
     ]
-    for who in ("server", "server_helpers", "clients", "machine"):
+    for who in ("server", "server_helpers", "clients", "rest_of_machine", "machine"):
         rows.append(
             (
                 f"cpu {who} %",
@@ -548,6 +554,7 @@ def render_table(report: dict[str, Any]) -> str:
         f"{report['channel_layer']} channel layer), {report['machine']['cores']} cores",
         f"{report['devices']} devices on {report['concurrency']} keep-alive connections from "
         f"{report['client_processes']} client processes, {report['duration_s']} s per endpoint",
+        f"load average before the run: {report['machine']['loadavg_before'][0]}",
         "",
     ]
     for row in rows:
@@ -587,6 +594,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if not sep:
             raise SystemExit(f"--server-env takes NAME=VALUE, not {item!r}")
         extra_env[name] = value
+    load_before = os.getloadavg()
     log(f"Starting the server ({mode['mode']} mode) in {workdir} ...")
     with running_server(workdir, extra_env=extra_env) as server:
         host, port = "127.0.0.1", server.port
@@ -667,6 +675,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "cores": os.cpu_count(),
                 "python": platform.python_version(),
                 "platform": platform.platform(),
+                "loadavg_before": [round(x, 2) for x in load_before],
             },
             "devices": args.devices,
             "client_processes": args.clients,

@@ -47,8 +47,8 @@ CATALOGUE: dict[str, EventType] = {
         ),
         _type(
             "pairing.rotated",
-            "The pairing code changed. Payload: reason (first|expired|operator). The code itself is "
-            "never written to the ledger.",
+            "The pairing code changed. Payload: reason (first|expired|operator). The code "
+            "itself is never written to the ledger.",
             "reason",
         ),
     )
