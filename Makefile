@@ -8,7 +8,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEVICES ?= 4
 
-.PHONY: run test lint format install migrate clean
+NODE := $(shell command -v node)
+CONVEX_DEPS := convex/node_modules/.package-lock.json
+
+.PHONY: run test lint format install migrate clean convex-deps convex-test
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "MotionMix needs Python 3.11, found " + sys.version.split()[0]'
@@ -17,13 +20,30 @@ $(STAMP): requirements.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-install: $(STAMP)
+install: $(STAMP) convex-deps
+
+# The Convex functions and their local bridge need Node; without it the ledger waits in the
+# outbox and the tests that need the bridge say so.
+$(CONVEX_DEPS): convex/package-lock.json
+	cd convex && npm ci --no-audit --no-fund --loglevel=error
+
+convex-deps:
+ifneq ($(NODE),)
+	@$(MAKE) --no-print-directory $(CONVEX_DEPS)
+else
+	@echo "Node.js not found: skipping convex/ (the ledger will wait in the outbox)."
+endif
+
+convex-test: convex-deps
+ifneq ($(NODE),)
+	cd convex && npm test --silent
+endif
 
 migrate: $(STAMP)
 	@$(PY) manage.py migrate --noinput -v0
 
-run: migrate
-	@$(PY) manage.py serve --host $(HOST) --port $(PORT) --simulate $(DEVICES) --demo-operator
+run: migrate convex-deps
+	@$(PY) manage.py serve --host $(HOST) --port $(PORT) --simulate $(DEVICES) --demo-operator --ledger-bridge
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -34,7 +54,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
+test: lint convex-test
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:

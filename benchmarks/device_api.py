@@ -3,20 +3,22 @@
 It starts `manage.py serve` as its own process (tests.support.server.running_server), registers
 N simulated devices through the public API, then drives `POST /api/v1/devices/heartbeat` from
 all of them at once, as fast as the server answers, each device on its own keep-alive
-connection. The same connections then drive the bare ASGI `GET /_ping` for as long, so the
-run measures the cost Django, the API and the database add over Daphne itself.
+connection with one request in flight. The same connections then drive the bare ASGI
+`GET /_ping` for as long, so the run shows what Django, the API and the database add over
+Daphne itself. `--rate` paces the same load instead, to read latency at a given load.
 
 The load comes from a small hand-written HTTP/1.1 client (asyncio streams, Content-Length
 framing) in several processes, so that the client costs little next to the server; the
-report shows the CPU the client processes used.
+report shows the CPU the client processes, the server and the rest of the machine used.
 
-    .venv/bin/python benchmarks/device_api.py [--duration 10] [--json result.json]
+    .venv/bin/python benchmarks/device_api.py [--duration 10] [--rate N] [--json result.json]
 
 With no environment this runs the embedded default (SQLite, in-memory channel layer). With
 DATABASE_URL=postgres://... and REDIS_URL=redis://... it runs the scaled mode: the server gets
 a fresh PostgreSQL database of its own, the Redis channel layer and a Celery worker.
 
 The JSON report goes to stdout (and to --json PATH); the table and progress go to stderr.
+`--py-spy DIR` samples the server during each measured phase (pip install py-spy first).
 """
 
 from __future__ import annotations
@@ -210,6 +212,8 @@ class PhaseStats:
     error_samples: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
     cpu_s: float = 0.0
+    # Paced runs only: send slots skipped because the answer to the previous beat came late.
+    missed_slots: int = 0
 
     def sample(self, text: str) -> None:
         if len(self.error_samples) < MAX_ERROR_SAMPLES:
@@ -223,6 +227,8 @@ class WorkerSpec:
     devices: list[tuple[int, str]]
     phases: list[Phase]
     barrier_timeout_s: float
+    # Seconds between one device's requests when the load is paced; None: as fast as answered.
+    period_s: float | None = None
 
 
 async def _drive(
@@ -232,8 +238,24 @@ async def _drive(
     maker: RequestMaker,
     deadline: float,
     stats: PhaseStats,
+    period: float | None,
+    first_at: float,
 ) -> None:
+    next_at = first_at
     for _ in range(MAX_REQUESTS_PER_DEVICE_PHASE):
+        if period is not None:
+            # One request in flight per device, as a phone does: a late answer delays the next
+            # beat; slots that passed meanwhile are skipped, not sent in a burst.
+            now = time.perf_counter()
+            if next_at >= deadline:
+                return
+            if next_at > now:
+                await asyncio.sleep(next_at - now)
+            elif now - next_at >= period:
+                skipped = int((now - next_at) // period)
+                stats.missed_slots += skipped
+                next_at += skipped * period
+            next_at += period
         if time.perf_counter() >= deadline:
             return
         raw = maker.heartbeat(device) if kind == "heartbeat" else maker.ping
@@ -244,7 +266,10 @@ async def _drive(
         except (OSError, EOFError, TimeoutError, ValueError, ProtocolError) as exc:
             # EOFError covers IncompleteReadError; ValueError a bad number or an overlong line.
             stats.transport_errors[type(exc).__name__] += 1
-            stats.sample(f"{type(exc).__name__}: {exc}")
+            detail = (
+                f"no answer in {REQUEST_TIMEOUT_S:.0f} s" if isinstance(exc, TimeoutError) else exc
+            )
+            stats.sample(f"{type(exc).__name__}: {detail}")
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(REQUEST_TIMEOUT_S):
                     await conn.reopen()
@@ -284,10 +309,13 @@ async def _worker(spec: WorkerSpec, barrier: Barrier) -> list[PhaseStats]:
             cpu_before = time.process_time()
             started = time.perf_counter()
             deadline = started + phase.duration_s
+            period = spec.period_s
+            # Paced devices start spread over one period, as a fleet's phones do.
+            spread = [started + (period or 0) * i / len(devices) for i in range(len(devices))]
             await asyncio.gather(
                 *(
-                    _drive(conn, device, phase.kind, maker, deadline, stats)
-                    for conn, device in zip(connections, devices, strict=True)
+                    _drive(conn, device, phase.kind, maker, deadline, stats, period, first_at)
+                    for conn, device, first_at in zip(connections, devices, spread, strict=True)
                 )
             )
             stats.elapsed_s = time.perf_counter() - started
@@ -439,9 +467,7 @@ def percentile_ms(ordered: list[float], q: float) -> float | None:
     return round(ordered[rank] * 1000, 2)
 
 
-def summarize(
-    phase: Phase, per_worker: list[PhaseStats], before: CpuSample, after: CpuSample
-) -> dict[str, Any]:
+def summarize(per_worker: list[PhaseStats], before: CpuSample, after: CpuSample) -> dict[str, Any]:
     latencies = sorted(x for stats in per_worker for x in stats.latencies_s)
     elapsed = max(stats.elapsed_s for stats in per_worker)
     by_status: Counter[int] = Counter()
@@ -481,6 +507,7 @@ def summarize(
         "transport_errors": dict(transport),
         "error_samples": samples[:MAX_ERROR_SAMPLES],
         "elapsed_s": round(elapsed, 3),
+        "missed_slots": sum(stats.missed_slots for stats in per_worker),
         # CPU shares are of one core: 100 is one core busy for the whole phase.
         "cpu_pct_of_one_core": {name: round(value, 1) for name, value in cpu.items()},
     }
@@ -490,7 +517,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
-def verdict(heartbeat: dict[str, Any], concurrency: int) -> dict[str, Any]:
+def verdict(heartbeat: dict[str, Any], concurrency: int, paced: bool) -> dict[str, Any]:
     rate_met = heartbeat["per_s"] >= AIM_HEARTBEATS_PER_S
     p99 = heartbeat["p99_ms"]
     latency_met = p99 is not None and p99 <= AIM_P99_MS
@@ -504,8 +531,10 @@ def verdict(heartbeat: dict[str, Any], concurrency: int) -> dict[str, Any]:
         "met": met,
         # Little's law: with every device waiting for its answer before the next beat, the
         # mean latency is concurrency / throughput, so p99 <= 50 ms at saturation needs at
-        # least concurrency / 0.05 s answers per second.
-        "saturation_rate_needed_for_p99_aim": round(concurrency / (AIM_P99_MS / 1000)),
+        # least concurrency / 0.05 s answers per second. A paced run is not at saturation.
+        "saturation_rate_needed_for_p99_aim": (
+            None if paced else round(concurrency / (AIM_P99_MS / 1000))
+        ),
     }
 
 
@@ -539,6 +568,8 @@ def render_table(report: dict[str, Any]) -> str:
         ("ok", cell(hb["requests_ok"]), cell(ping["requests_ok"]), ""),
         ("errors", cell(hb["errors"]), cell(ping["errors"]), ""),
     ]
+    if report["offered_per_s"] is not None:
+        rows.append(("missed slots", cell(hb["missed_slots"]), cell(ping["missed_slots"]), ""))
     for who in ("server", "server_helpers", "clients", "rest_of_machine", "machine"):
         rows.append(
             (
@@ -553,7 +584,12 @@ def render_table(report: dict[str, Any]) -> str:
         f"Device API benchmark: {report['mode']} mode ({report['database']}, "
         f"{report['channel_layer']} channel layer), {report['machine']['cores']} cores",
         f"{report['devices']} devices on {report['concurrency']} keep-alive connections from "
-        f"{report['client_processes']} client processes, {report['duration_s']} s per endpoint",
+        f"{report['client_processes']} client processes, {report['duration_s']} s per endpoint, "
+        + (
+            "as fast as answered"
+            if report["offered_per_s"] is None
+            else f"paced at {report['offered_per_s']} requests/s"
+        ),
         f"load average before the run: {report['machine']['loadavg_before'][0]}",
         "",
     ]
@@ -566,10 +602,12 @@ def render_table(report: dict[str, Any]) -> str:
         f"(throughput {'met' if aim['throughput_met'] else 'not met'}, "
         f"p99 {'met' if aim['latency_met'] else 'not met'})"
     )
-    lines.append(
-        f"  (with {report['concurrency']} requests always in flight, p99 <= {aim['p99_ms']:.0f} ms "
-        f"needs about {aim['saturation_rate_needed_for_p99_aim']} answers/s)"
-    )
+    if aim["saturation_rate_needed_for_p99_aim"] is not None:
+        lines.append(
+            f"  (with {report['concurrency']} requests always in flight, p99 <= "
+            f"{aim['p99_ms']:.0f} ms needs about {aim['saturation_rate_needed_for_p99_aim']} "
+            "answers/s)"
+        )
     for name, stats in (("heartbeat", hb), ("ping", ping)):
         for sample in stats["error_samples"]:
             lines.append(f"  {name} error: {sample}")
@@ -625,6 +663,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         devices=devices[i :: args.clients],
                         phases=phases,
                         barrier_timeout_s=barrier_timeout,
+                        period_s=args.devices / args.rate if args.rate else None,
                     ),
                     barrier,
                     results,
@@ -681,6 +720,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "client_processes": args.clients,
             "concurrency": args.devices,
             "duration_s": args.duration,
+            "offered_per_s": args.rate,
             "warmup_s": args.warmup,
             "register_s": round(register_s, 2),
             "server_env": extra_env,
@@ -689,14 +729,14 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if phase.measured:
                 before, after = samples[phase.name]
                 stats = [worker[index] for worker in per_worker]
-                report[phase.kind] = summarize(phase, stats, before, after)
+                report[phase.kind] = summarize(stats, before, after)
     hb, ping = report["heartbeat"], report["ping"]
     report["ratio"] = {
         "throughput": ratio(hb["per_s"], ping["per_s"]),
         "p50_latency": ratio(hb["p50_ms"], ping["p50_ms"]),
         "p99_latency": ratio(hb["p99_ms"], ping["p99_ms"]),
     }
-    report["aim"] = verdict(hb, args.devices)
+    report["aim"] = verdict(hb, args.devices, paced=args.rate is not None)
     return report
 
 
@@ -706,6 +746,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0, help="Unmeasured seconds first.")
     parser.add_argument("--devices", type=int, default=200, help="Devices, one connection each.")
     parser.add_argument("--clients", type=int, default=2, help="Client processes.")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="Pace the load at this many requests/s in all (spread over the devices) instead "
+        "of as fast as the server answers; shows latency at a given load.",
+    )
     parser.add_argument("--json", type=Path, default=None, help="Also write the JSON here.")
     parser.add_argument(
         "--heartbeat-interval",
@@ -740,6 +787,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--duration must be more than 0 and at most 600 s")
     if not 0 <= args.warmup <= 60:
         parser.error("--warmup must be between 0 and 60 s")
+    if args.rate is not None and not 0 < args.rate <= 100_000:
+        parser.error("--rate must be more than 0 and at most 100000 requests/s")
     if not 1 <= args.clients <= 16 or not args.clients <= args.devices <= 5000:
         parser.error("--clients must be 1..16 and --devices between --clients and 5000")
     return args

@@ -12,9 +12,11 @@ from django.conf import settings
 
 from devices.broadcast import FLEET_GROUP, DevicesChanged, PairingChanged
 from director import fragments
+from ledger.broadcast import LEDGER_GROUP, LedgerChanged
 
 # Close codes the page understands: log in again, or you may not see this.
 CLOSE_LOGIN_REQUIRED = 4401
+LEDGER_CHIP_COALESCE_S = 0.5
 
 
 def _base_url(scope: dict[str, Any]) -> str:
@@ -38,6 +40,7 @@ class RegistryConsumer(AsyncWebsocketConsumer):
         self.known: set[str] = set()
         self.pending: set[str] = set()
         self.flush_task: asyncio.Task[None] | None = None
+        self.ledger_task: asyncio.Task[None] | None = None
         # Flushes render one after the other, so `known` is never read while being replaced.
         self.render_lock = asyncio.Lock()
         user = self.scope.get("user")
@@ -47,6 +50,7 @@ class RegistryConsumer(AsyncWebsocketConsumer):
             return
         # Subscribe before rendering, so nothing that changes in between is missed.
         await self.channel_layer.group_add(FLEET_GROUP, self.channel_name)
+        await self.channel_layer.group_add(LEDGER_GROUP, self.channel_name)
         html, self.known = await database_sync_to_async(fragments.registry_full)(
             base_url=_base_url(self.scope)
         )
@@ -57,7 +61,10 @@ class RegistryConsumer(AsyncWebsocketConsumer):
             self.flush_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.flush_task
+        if self.ledger_task is not None:
+            self.ledger_task.cancel()
         await self.channel_layer.group_discard(FLEET_GROUP, self.channel_name)
+        await self.channel_layer.group_discard(LEDGER_GROUP, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # The page sends nothing on this socket; actions are htmx posts through the services.
@@ -71,6 +78,16 @@ class RegistryConsumer(AsyncWebsocketConsumer):
     async def pairing_changed(self, event: PairingChanged) -> None:
         html = await database_sync_to_async(fragments.pairing_panel)(base_url=_base_url(self.scope))
         await self.send(text_data=html)
+
+    async def ledger_changed(self, event: LedgerChanged) -> None:
+        # Every recorded event changes the count; render the chip at most twice a second.
+        if self.ledger_task is None:
+            self.ledger_task = asyncio.create_task(self._ledger_later())
+
+    async def _ledger_later(self) -> None:
+        await asyncio.sleep(LEDGER_CHIP_COALESCE_S)
+        self.ledger_task = None
+        await self.send(text_data=await database_sync_to_async(fragments.ledger_chip)())
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(settings.MOTIONMIX_PUSH_COALESCE_S)

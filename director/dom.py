@@ -7,6 +7,7 @@ from uuid import UUID
 DEVICE_CARDS = "device-cards"
 REGISTRY_SUMMARY = "registry-summary"
 PAIRING_PANEL = "pairing-panel"
+LEDGER_CHIP = "ledger-chip"
 
 
 def device_card_id(device_id: UUID | str) -> str:

@@ -9,6 +9,7 @@ from django.template.loader import render_to_string
 from devices.models import Device
 from director import dom, selectors
 from director.pairing import pairing_view
+from ledger.selectors import ledger_status
 
 
 def registry_full(*, base_url: str) -> tuple[str, set[str]]:
@@ -20,6 +21,7 @@ def registry_full(*, base_url: str) -> tuple[str, set[str]]:
             "devices": devices,
             "summary": selectors.registry_summary(devices),
             "pairing": pairing_view(base_url=base_url),
+            "ledger": ledger_status(),
             "oob": True,
         },
     )
@@ -65,4 +67,10 @@ def pairing_panel(*, base_url: str) -> str:
     return render_to_string(
         "director/partials/pairing_panel.html",
         {"pairing": pairing_view(base_url=base_url), "oob": True},
+    )
+
+
+def ledger_chip() -> str:
+    return render_to_string(
+        "director/partials/ledger_chip.html", {"ledger": ledger_status(), "oob": "true"}
     )

@@ -7,13 +7,17 @@ from django.db import models
 
 
 class PhotoshootSession(models.Model):
-    """A photoshoot: draft, then live, then ended. Start, stop and Ghost mode arrive with the
-    sessions issue; the foundation lists them."""
+    """A photoshoot: draft, then live, then ended. Only director/services.py changes it."""
 
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
         LIVE = "live", "Live"
         ENDED = "ended", "Ended"
+
+    class GhostMode(models.TextChoices):
+        OFF = "off", "Off"
+        SUPERVISED = "supervised", "Supervised"
+        AUTOPILOT = "autopilot", "Autopilot"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=120)
@@ -24,6 +28,15 @@ class PhotoshootSession(models.Model):
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True
     )
+    devices = models.ManyToManyField(
+        "devices.Device", blank=True, related_name="photoshoot_sessions"
+    )
+    hero = models.ForeignKey(
+        "devices.Device", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    ghost_mode = models.CharField(
+        max_length=16, choices=GhostMode.choices, default=GhostMode.SUPERVISED
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -33,3 +46,11 @@ class PhotoshootSession(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        from django.utils import timezone
+
+        return ((self.ended_at or timezone.now()) - self.started_at).total_seconds()

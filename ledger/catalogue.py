@@ -46,6 +46,27 @@ CATALOGUE: dict[str, EventType] = {
             "last_seen_at",
         ),
         _type(
+            "session.created",
+            "An operator created a draft session. Payload: name, operator.",
+            "name",
+            "operator",
+        ),
+        _type(
+            "session.started",
+            "A session went live. Payload: session (the productionSessions row: name, status, "
+            "operator, startedAt, updatedAt), devices (ids taking part), hero (id or null).",
+            "session",
+            "devices",
+            "hero",
+        ),
+        _type(
+            "session.stopped",
+            "A live session ended. Payload: session (the productionSessions row, with endedAt "
+            "and summary), summary (duration_s, devices, events).",
+            "session",
+            "summary",
+        ),
+        _type(
             "pairing.rotated",
             "The pairing code changed. Payload: reason (first|expired|operator). The code "
             "itself is never written to the ledger.",

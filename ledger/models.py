@@ -14,6 +14,7 @@ class ProductionEvent(models.Model):
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting to sync"
+        SENDING = "sending", "Sending"
         SYNCED = "synced", "Synced"
         FAILED = "failed", "Failed"
 
@@ -31,6 +32,10 @@ class ProductionEvent(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
+    # A pending row is not sent before this (backoff after a transient error).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When a flush claimed the row; a claim older than the lease is taken back (crashed flush).
+    claimed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["stream", "seq"]

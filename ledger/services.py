@@ -51,6 +51,11 @@ def event_record(
     # Round-trip through JSON now, so a payload that cannot be stored fails in the service.
     clean_payload = json.loads(json.dumps(payload, cls=DjangoJSONEncoder))
     stream = str(session_id) if session_id else FLEET_STREAM
+    from ledger.broadcast import ledger_changed
+    from ledger.sync import wake
+
+    transaction.on_commit(wake, robust=True)
+    transaction.on_commit(ledger_changed, robust=True)
     return ProductionEvent.objects.create(
         session_id=session_id,
         stream=stream,

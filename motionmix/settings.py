@@ -239,6 +239,13 @@ MOTIONMIX_PUSH_COALESCE_S = float(os.environ.get("MOTIONMIX_PUSH_COALESCE_S", "0
 # The address devices are told to reach, printed in the pairing QR code.
 MOTIONMIX_PUBLIC_URL = os.environ.get("MOTIONMIX_PUBLIC_URL", "")
 
+# The production ledger in Convex. Without CONVEX_URL events wait in the outbox (and say so).
+CONVEX_URL = os.environ.get("CONVEX_URL", "")
+CONVEX_DEPLOY_KEY = os.environ.get("CONVEX_DEPLOY_KEY", "")
+CONVEX_TIMEOUT_S = float(os.environ.get("CONVEX_TIMEOUT_S", "10"))
+# How long a commit waits before its flush runs, so a burst of events goes in one batch.
+LEDGER_FLUSH_DELAY_S = float(os.environ.get("MOTIONMIX_LEDGER_FLUSH_DELAY_S", "0.2"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -176,3 +176,17 @@ async def test_a_rotated_pairing_code_is_pushed() -> None:
         assert code.display in pushed
     finally:
         await communicator.disconnect()
+
+
+async def test_the_ledger_chip_is_sent_and_follows_the_outbox(settings: Any) -> None:
+    settings.CONVEX_URL = ""
+    communicator = await _operator_socket()
+    try:
+        first = await communicator.receive_from(timeout=5)
+        assert 'id="ledger-chip"' in first
+        await sync_to_async(_register)("i-9", "Cam Juliet")  # records device.registered
+        pushed = await _receive_until(communicator, 'id="ledger-chip"')
+        assert 'data-state="offline"' in pushed
+        assert "Convex not configured" in pushed
+    finally:
+        await communicator.disconnect()

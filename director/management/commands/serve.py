@@ -23,6 +23,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--demo-operator", action="store_true", help="Create the demo login and print it."
         )
+        parser.add_argument(
+            "--ledger-bridge",
+            action="store_true",
+            help="Without CONVEX_URL, run the local Convex bridge (needs Node) for the ledger.",
+        )
 
     def handle(self, *args: Any, host: str, port: int, simulate: int, **options: Any) -> None:
         # Daphne installs Twisted's asyncio reactor on import; it must come first.
@@ -37,6 +42,22 @@ class Command(BaseCommand):
             from director.demo import demo_operator_ensure
 
             login = demo_operator_ensure()
+
+        bridge = None
+        ledger_line = f"Convex at {settings.CONVEX_URL}" if settings.CONVEX_URL else ""
+        if options["ledger_bridge"] and not settings.CONVEX_URL:
+            from director.bridge import bridge_start, bridge_unavailable_reason
+
+            reason = bridge_unavailable_reason()
+            if reason:
+                ledger_line = f"events wait in the outbox: {reason}"
+            else:
+                bridge = bridge_start()
+                # Read at call time by the ledger; set before any flush can run.
+                settings.CONVEX_URL = bridge.url
+                ledger_line = f"local Convex bridge at {bridge.url} (data in var/)"
+        elif not settings.CONVEX_URL:
+            ledger_line = "events wait in the outbox: CONVEX_URL is not set"
 
         shown_host = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
         url = f"http://{shown_host}:{port}"
@@ -84,11 +105,13 @@ class Command(BaseCommand):
             if simulate:
                 lines.append(f"  Devices: {simulate} simulated iPhones are pairing now.")
             mode = "scaled (Redis)" if settings.REDIS_URL else "embedded (in-memory, SQLite)"
-            lines += [f"  Mode:   {mode}", "  Stop:   Ctrl-C", ""]
+            lines += [f"  Mode:   {mode}", f"  Ledger: {ledger_line}", "  Stop:   Ctrl-C", ""]
             self.stdout.write("\n".join(lines))
             self.stdout.flush()
 
         def stop_simulator() -> None:
+            if bridge is not None:
+                bridge.stop()
             for proc in simulator:
                 proc.terminate()
                 try:

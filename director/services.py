@@ -1,0 +1,121 @@
+"""Every change of state of a photoshoot session. Nothing else writes these fields."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+import ledger
+from devices.models import Device
+from director.models import PhotoshootSession
+from ledger.models import ProductionEvent
+
+
+class SessionRefused(Exception):
+    """The session cannot make that transition; the message says why and what to do (409)."""
+
+
+def _session_row(session: PhotoshootSession) -> dict[str, Any]:
+    """The productionSessions row Convex keeps for this session (numbers as unix seconds)."""
+    row: dict[str, Any] = {
+        "name": session.name,
+        "status": session.status,
+        "operator": session.operator.get_username(),
+        "updatedAt": timezone.now().timestamp(),
+    }
+    if session.started_at:
+        row["startedAt"] = session.started_at.timestamp()
+    if session.ended_at:
+        row["endedAt"] = session.ended_at.timestamp()
+    return row
+
+
+@transaction.atomic
+def session_create(*, name: str, operator: AbstractBaseUser, notes: str = "") -> PhotoshootSession:
+    name = name.strip()
+    if not name:
+        raise SessionRefused("Give the session a name.")
+    session = PhotoshootSession.objects.create(name=name, notes=notes, operator=operator)
+    ledger.record(
+        type="session.created",
+        session_id=session.pk,
+        payload={"name": name, "operator": operator.get_username()},
+    )
+    return session
+
+
+@transaction.atomic
+def session_start(*, session_id: UUID, device_ids: list[UUID] | None = None) -> PhotoshootSession:
+    """Take a draft session live with the given devices (default: every online camera that is
+    not a webcam). A device takes part in at most one live session: the rows of the devices
+    are locked, so two sessions starting at once cannot both take the same camera."""
+    session = PhotoshootSession.objects.select_for_update().get(pk=session_id)
+    if session.status != PhotoshootSession.Status.DRAFT:
+        raise SessionRefused(
+            f"“{session.name}” is {session.get_status_display().lower()}; only a draft "
+            "session can start. Create a new session for another take."
+        )
+    devices = Device.objects.select_for_update().order_by("name")
+    if device_ids is None:
+        devices = devices.filter(status=Device.Status.ONLINE).exclude(kind=Device.Kind.WEBCAM)
+    else:
+        devices = devices.filter(pk__in=device_ids)
+    chosen = list(devices)
+    busy = list(
+        Device.objects.filter(
+            pk__in=[d.pk for d in chosen],
+            photoshoot_sessions__status=PhotoshootSession.Status.LIVE,
+        ).values_list("name", flat=True)
+    )
+    if busy:
+        raise SessionRefused(
+            f"{', '.join(sorted(busy))} already take part in another live session; stop that "
+            "session first or leave them out."
+        )
+    session.status = PhotoshootSession.Status.LIVE
+    session.started_at = timezone.now()
+    session.hero = chosen[0] if chosen else None
+    session.save(update_fields=["status", "started_at", "hero"])
+    session.devices.set(chosen)
+    ledger.record(
+        type="session.started",
+        session_id=session.pk,
+        occurred_at=session.started_at,
+        payload={
+            "session": _session_row(session),
+            "devices": [str(d.pk) for d in chosen],
+            "hero": str(session.hero_id) if session.hero_id else None,
+        },
+    )
+    return session
+
+
+@transaction.atomic
+def session_stop(*, session_id: UUID) -> PhotoshootSession:
+    """End a live session and record its summary. Stopping an ended session is refused."""
+    session = PhotoshootSession.objects.select_for_update().get(pk=session_id)
+    if session.status != PhotoshootSession.Status.LIVE:
+        raise SessionRefused(
+            f"“{session.name}” is not live ({session.get_status_display().lower()}); "
+            "there is nothing to stop."
+        )
+    session.status = PhotoshootSession.Status.ENDED
+    session.ended_at = timezone.now()
+    session.save(update_fields=["status", "ended_at"])
+    summary = {
+        "duration_s": round(session.duration_s or 0.0, 3),
+        "devices": session.devices.count(),
+        # Events recorded in this session before the stop, the stop itself excluded.
+        "events": ProductionEvent.objects.filter(stream=str(session.pk)).count(),
+    }
+    ledger.record(
+        type="session.stopped",
+        session_id=session.pk,
+        occurred_at=session.ended_at,
+        payload={"session": {**_session_row(session), "summary": summary}, "summary": summary},
+    )
+    return session
