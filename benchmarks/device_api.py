@@ -31,7 +31,6 @@ import multiprocessing
 import os
 import platform
 import queue
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,8 +45,10 @@ from typing import Any, Literal
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.httpclient import Connection, ProtocolError, http_request, open_all  # noqa: E402
+from benchmarks.machine import CpuSample, start_profiler, stop_profiler  # noqa: E402
 from tests.support.api import heartbeat_body, register_body  # noqa: E402
-from tests.support.server import RunningServer, running_server  # noqa: E402
+from tests.support.server import running_server  # noqa: E402
 
 AIM_HEARTBEATS_PER_S = 1000.0
 AIM_P99_MS = 50.0
@@ -55,95 +56,11 @@ AIM_P99_MS = 50.0
 REQUEST_TIMEOUT_S = 10.0
 # However fast the server is, no device loop runs longer than this many requests in one phase.
 MAX_REQUESTS_PER_DEVICE_PHASE = 1_000_000
-# Connections are opened a few at a time: Twisted listens with a backlog of 50.
-CONNECT_CONCURRENCY = 16
 REGISTER_CONCURRENCY = 8
 REGISTER_TIMEOUT_S = 180.0
 MAX_ERROR_SAMPLES = 5
 
 Kind = Literal["heartbeat", "ping"]
-
-
-# --- A minimal HTTP/1.1 keep-alive client ----------------------------------------------------
-
-
-class ProtocolError(Exception):
-    """The server answered something this client does not parse."""
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes
-    close: bool
-
-
-class Connection:
-    """One keep-alive connection; one request in flight at a time, as a phone does."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host = host
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(OSError):
-                await self.writer.wait_closed()
-        self.reader = self.writer = None
-
-    async def reopen(self) -> None:
-        await self.close()
-        await self.open()
-
-    async def request(self, raw: bytes) -> Response:
-        if self.reader is None or self.writer is None:
-            await self.open()
-        assert self.reader is not None and self.writer is not None
-        self.writer.write(raw)
-        await self.writer.drain()
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-            raise ProtocolError(f"not an HTTP/1.x status line: {lines[0]!r}")
-        status = int(parts[1])
-        length: int | None = None
-        chunked = False
-        close = parts[0] == b"HTTP/1.0"
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                close = value.strip().lower() == b"close"
-        if chunked:
-            body = await self._read_chunked()
-        elif length is not None:
-            body = await self.reader.readexactly(length)
-        else:
-            raise ProtocolError("a response without Content-Length or chunked framing")
-        return Response(status=status, body=body, close=close)
-
-    async def _read_chunked(self) -> bytes:
-        assert self.reader is not None
-        chunks: list[bytes] = []
-        for _ in range(10_000):
-            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                await self.reader.readuntil(b"\r\n")  # no trailers expected
-                return b"".join(chunks)
-            chunks.append(await self.reader.readexactly(size))
-            await self.reader.readexactly(2)
-        raise ProtocolError("a chunked body of more than 10,000 chunks")
 
 
 # --- Requests --------------------------------------------------------------------------------
@@ -160,16 +77,6 @@ class Device:
         # clock strictly increasing even when two beats fall in the same clock tick.
         self.last_sent_at = max(time.time(), self.last_sent_at + 1e-6)
         return self.last_sent_at
-
-
-def http_request(
-    method: str, path: str, host: str, headers: dict[str, str], body: bytes = b""
-) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    if body or method == "POST":
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 class RequestMaker:
@@ -229,6 +136,8 @@ class WorkerSpec:
     barrier_timeout_s: float
     # Seconds between one device's requests when the load is paced; None: as fast as answered.
     period_s: float | None = None
+    # Paced devices start spread over one period, as a fleet's phones do: each device's delay.
+    start_offsets_s: list[float] = field(default_factory=list)
 
 
 async def _drive(
@@ -286,21 +195,11 @@ async def _drive(
                 await conn.reopen()
 
 
-async def _open_all(connections: list[Connection]) -> None:
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-    async def one(conn: Connection) -> None:
-        async with gate, asyncio.timeout(REQUEST_TIMEOUT_S):
-            await conn.open()
-
-    await asyncio.gather(*(one(conn) for conn in connections))
-
-
 async def _worker(spec: WorkerSpec, barrier: Barrier) -> list[PhaseStats]:
     maker = RequestMaker(host=spec.host, port=spec.port)
     devices = [Device(index=index, token=token) for index, token in spec.devices]
     connections = [Connection(spec.host, spec.port) for _ in devices]
-    await _open_all(connections)
+    await open_all(connections, timeout_s=REQUEST_TIMEOUT_S)
     results: list[PhaseStats] = []
     try:
         for phase in spec.phases:
@@ -309,13 +208,20 @@ async def _worker(spec: WorkerSpec, barrier: Barrier) -> list[PhaseStats]:
             cpu_before = time.process_time()
             started = time.perf_counter()
             deadline = started + phase.duration_s
-            period = spec.period_s
-            # Paced devices start spread over one period, as a fleet's phones do.
-            spread = [started + (period or 0) * i / len(devices) for i in range(len(devices))]
+            offsets = spec.start_offsets_s or [0.0] * len(devices)
             await asyncio.gather(
                 *(
-                    _drive(conn, device, phase.kind, maker, deadline, stats, period, first_at)
-                    for conn, device, first_at in zip(connections, devices, spread, strict=True)
+                    _drive(
+                        conn,
+                        device,
+                        phase.kind,
+                        maker,
+                        deadline,
+                        stats,
+                        spec.period_s,
+                        started + delay,
+                    )
+                    for conn, device, delay in zip(connections, devices, offsets, strict=True)
                 )
             )
             stats.elapsed_s = time.perf_counter() - started
@@ -367,93 +273,6 @@ async def register_devices(*, host: str, port: int, code: str, count: int) -> li
     async with asyncio.timeout(REGISTER_TIMEOUT_S):
         await asyncio.gather(*(registrar() for _ in range(REGISTER_CONCURRENCY)))
     return sorted(tokens.items())
-
-
-# --- Measuring the machine -------------------------------------------------------------------
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_s(pid: int) -> float:
-    """User plus system CPU seconds of a process (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    # After the command name: state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def machine_busy_s() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, summed over cores."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # guest time is already counted in user
-    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
-
-
-@dataclass
-class CpuSample:
-    wall: float
-    server: float
-    helpers: float
-    machine_busy: float
-    machine_total: float
-
-    @classmethod
-    def take(cls, server: RunningServer) -> CpuSample:
-        main = server.server.pid if server.server is not None else 0
-        helpers = sum(process_cpu_s(p.pid) for p in server.processes if p.pid != main)
-        busy, total = machine_busy_s()
-        return cls(time.perf_counter(), process_cpu_s(main), helpers, busy, total)
-
-
-# --- Profiling (optional) --------------------------------------------------------------------
-
-
-def start_profiler(
-    folder: Path | None, phase: Phase, server: RunningServer, flags: list[str]
-) -> subprocess.Popen[bytes] | None:
-    """Sample the server with py-spy for one measured phase, as collapsed stacks."""
-    if folder is None or not phase.measured or server.server is None:
-        return None
-    py_spy = Path(sys.executable).with_name("py-spy")
-    if not py_spy.exists():
-        raise SystemExit(f"--py-spy needs py-spy: {sys.executable} -m pip install py-spy")
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / f"{phase.name}.log").open("wb") as log:
-        return subprocess.Popen(
-            [
-                str(py_spy),
-                "record",
-                "--pid",
-                str(server.server.pid),
-                "--duration",
-                str(max(1, int(phase.duration_s))),
-                "--rate",
-                "200",
-                # Sampling without pausing the server keeps its figures close to an unprofiled
-                # run; py-spy cannot read native stacks that way.
-                *([] if "--native" in flags else ["--nonblocking"]),
-                "--format",
-                "raw",
-                "--output",
-                str(folder / f"{phase.name}.txt"),
-                *flags,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
-    if profiler is None:
-        return
-    try:
-        profiler.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        profiler.terminate()
-        profiler.wait(timeout=5)
 
 
 # --- Report ----------------------------------------------------------------------------------
@@ -650,6 +469,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         ]
         phases = [phase for phase in phases if phase.duration_s > 0]
         barrier_timeout = max(phase.duration_s for phase in phases) + 2 * REQUEST_TIMEOUT_S + 30
+        period = args.devices / args.rate if args.rate else None
+        offsets = [(period or 0.0) * j / args.devices for j in range(args.devices)]
         ctx = multiprocessing.get_context("spawn")
         barrier = ctx.Barrier(args.clients + 1)
         results = ctx.Queue()
@@ -663,7 +484,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         devices=devices[i :: args.clients],
                         phases=phases,
                         barrier_timeout_s=barrier_timeout,
-                        period_s=args.devices / args.rate if args.rate else None,
+                        period_s=period,
+                        start_offsets_s=offsets[i :: args.clients],
                     ),
                     barrier,
                     results,
@@ -680,7 +502,15 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 log(f"Phase {phase.name}: {phase.duration_s} s ...")
                 barrier.wait(barrier_timeout)
                 before = CpuSample.take(server)
-                profiler = start_profiler(args.py_spy, phase, server, args.py_spy_flag)
+                profiler = None
+                if args.py_spy is not None and phase.measured and server.server is not None:
+                    profiler = start_profiler(
+                        args.py_spy,
+                        name=phase.name,
+                        duration_s=phase.duration_s,
+                        pid=server.server.pid,
+                        flags=args.py_spy_flag,
+                    )
                 barrier.wait(barrier_timeout)
                 samples[phase.name] = (before, CpuSample.take(server))
                 stop_profiler(profiler)

@@ -273,6 +273,23 @@ ERRORS: dict[int, type[Schema]] = {
     code: ErrorOut for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)
 }
 
+
+def heartbeat_from_schema(beat: HeartbeatIn) -> services.Heartbeat:
+    return services.Heartbeat(
+        sent_at=beat.sent_at,
+        battery=beat.battery,
+        charging=beat.charging,
+        thermal=beat.thermal,
+        lens=beat.lens,
+        zoom=beat.zoom,
+        orientation=beat.orientation,
+        flip_horizontal=beat.flip.horizontal,
+        flip_vertical=beat.flip.vertical,
+        storage_free_mb=beat.storage_free_mb,
+        fps=beat.fps,
+    )
+
+
 # --- Endpoints ------------------------------------------------------------------------------
 
 
@@ -302,27 +319,15 @@ def register(request: HttpRequest, payload: RegisterIn) -> Status[dict[str, Any]
     auth=device_auth,
     response={200: HeartbeatOut, **ERRORS},
     summary="Report the device's state; answers with the server's clock",
+    description="Served by the group-commit fast path in devices/heartbeats.py under ASGI; "
+    "this view is the same contract for other servers and documents it.",
 )
 @decorate_view(json_body())
 def heartbeat(request: HttpRequest, beat: HeartbeatIn) -> dict[str, Any]:
     received_at = timezone.now()
     device = _device(request)
     services.device_heartbeat(
-        device_id=device.pk,
-        received_at=received_at,
-        beat=services.Heartbeat(
-            sent_at=beat.sent_at,
-            battery=beat.battery,
-            charging=beat.charging,
-            thermal=beat.thermal,
-            lens=beat.lens,
-            zoom=beat.zoom,
-            orientation=beat.orientation,
-            flip_horizontal=beat.flip.horizontal,
-            flip_vertical=beat.flip.vertical,
-            storage_free_mb=beat.storage_free_mb,
-            fps=beat.fps,
-        ),
+        device_id=device.pk, received_at=received_at, beat=heartbeat_from_schema(beat)
     )
     return {
         "server_time": time.time(),

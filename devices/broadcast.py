@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Literal, TypedDict
 from uuid import UUID
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-logger = logging.getLogger(__name__)
+from ledger.pushes import send_soon
 
 FLEET_GROUP = "fleet"
 
@@ -27,16 +25,25 @@ def _send(group: str, message: DevicesChanged | PairingChanged) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    try:
-        async_to_sync(layer.group_send)(group, dict(message))
-    except Exception:
-        # The change is committed; a push that fails (Redis down) must not fail the request.
-        # Pages resync their partials when their socket reconnects.
-        logger.warning("push to %s failed: %s", group, message["type"], exc_info=True)
+    send_soon(layer.group_send(group, dict(message)), what=f"push to {group}")
 
 
 def device_changed(*, device_id: UUID) -> None:
     _send(FLEET_GROUP, DevicesChanged(type="devices.changed", device_id=str(device_id)))
+
+
+def devices_changed(*, device_ids: list[UUID]) -> None:
+    """One hand-over to the event loop for a whole batch of changed devices."""
+    layer = get_channel_layer()
+    if layer is None or not device_ids:
+        return
+
+    async def send_all() -> None:
+        for device_id in device_ids:
+            message = DevicesChanged(type="devices.changed", device_id=str(device_id))
+            await layer.group_send(FLEET_GROUP, dict(message))
+
+    send_soon(send_all(), what=f"push of {len(device_ids)} devices to {FLEET_GROUP}")
 
 
 def pairing_changed() -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Literal, TypedDict
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-logger = logging.getLogger(__name__)
+from ledger.pushes import send_soon
 
 LEDGER_GROUP = "ledger"
 
@@ -21,7 +19,7 @@ def ledger_changed() -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    try:
-        async_to_sync(layer.group_send)(LEDGER_GROUP, dict(LedgerChanged(type="ledger.changed")))
-    except Exception:
-        logger.warning("push of the ledger state failed", exc_info=True)
+    send_soon(
+        layer.group_send(LEDGER_GROUP, dict(LedgerChanged(type="ledger.changed"))),
+        what="push of the ledger state",
+    )

@@ -1,7 +1,8 @@
 """ASGI entry point: Django for HTTP, Channels consumers for WebSockets.
 
 `/_ping` is answered before Django by a bare ASGI handler: a liveness probe for load balancers
-and the floor the device API benchmark compares itself with.
+and the floor the device API benchmark compares itself with. Heartbeats, most of the traffic,
+take the group-commit path of devices/heartbeats.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from devices.heartbeats import PATH as HEARTBEAT_PATH  # noqa: E402
+from devices.heartbeats import heartbeat_endpoint  # noqa: E402
 from director.routing import websocket_urlpatterns as director_ws  # noqa: E402
 from motionmix.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
@@ -38,19 +41,23 @@ async def ping(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": PING_BODY})
 
 
-def with_ping(app: ASGIApp) -> ASGIApp:
+def with_fast_paths(app: ASGIApp) -> ASGIApp:
     async def http(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] == "/_ping":
+        path = scope["path"]
+        if path == "/_ping":
             await ping(scope, receive, send)
-            return
-        await app(scope, receive, send)
+        elif path == HEARTBEAT_PATH:
+            # The hottest device call skips Django's request cycle (devices/heartbeats.py).
+            await heartbeat_endpoint(scope, receive, send)
+        else:
+            await app(scope, receive, send)
 
     return http
 
 
 application = ProtocolTypeRouter(
     {
-        "http": with_ping(django_asgi_app),
+        "http": with_fast_paths(django_asgi_app),
         # Operator sockets carry the login session; the origin check stops cross-site pages.
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(director_ws))),
     }

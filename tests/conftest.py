@@ -9,6 +9,7 @@ import pytest
 from channels.layers import channel_layers
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connections
 from django.test import Client
 
 from tests.support.api import heartbeat_body, register_body
@@ -22,6 +23,18 @@ def _isolated_channel_layer() -> None:
         layer = settings.CHANNEL_LAYERS["default"]
         layer["CONFIG"]["prefix"] = f"mmtest-{uuid.uuid4().hex[:8]}"
         channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _close_connection_pools(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    # Threads of our own (the heartbeat writer) hand their connections back to the PostgreSQL
+    # pool, which keeps them open; close it before the test database is dropped.
+    yield
+    with django_db_blocker.unblock():
+        for conn in connections.all():
+            close_pool = getattr(conn, "close_pool", None)
+            if close_pool is not None:
+                close_pool()
 
 
 @pytest.fixture

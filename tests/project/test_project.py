@@ -52,7 +52,7 @@ def test_without_the_production_secret_check_deploy_complains(tmp_path: Path) ->
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], env=env
     )
     assert result.returncode != 0
-    assert "DEBUG" in result.stdout + result.stderr
+    assert "SESSION_COOKIE_SECURE" in result.stdout + result.stderr
 
 
 def _settings_in_subprocess(env: dict[str, str], expr: str) -> str:
@@ -72,9 +72,13 @@ def test_the_embedded_default_needs_no_services(tmp_path: Path) -> None:
     out = _settings_in_subprocess(
         env,
         "s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND'],"
-        " s.CELERY_TASK_ALWAYS_EAGER, s.MOTIONMIX_EMBEDDED_TICKER, s.DEBUG",
+        " s.CELERY_TASK_ALWAYS_EAGER, s.MOTIONMIX_EMBEDDED_TICKER, s.DEBUG,"
+        " s.SESSION_COOKIE_SECURE",
     )
-    assert out == ("django.db.backends.sqlite3 channels.layers.InMemoryChannelLayer True True True")
+    # DEBUG stays off even here: the development server may face the LAN for the phones.
+    assert out == (
+        "django.db.backends.sqlite3 channels.layers.InMemoryChannelLayer True True False False"
+    )
 
 
 def test_the_scaled_services_come_from_the_environment(tmp_path: Path) -> None:

@@ -110,6 +110,9 @@ class Command(BaseCommand):
             self.stdout.flush()
 
         def stop_simulator() -> None:
+            from devices.heartbeats import writers_stop
+
+            writers_stop()
             if bridge is not None:
                 bridge.stop()
             for proc in simulator:
