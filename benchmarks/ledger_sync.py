@@ -511,6 +511,7 @@ class Flusher(threading.Thread):
         self.max_runtime_s = max_runtime_s
         self.halt = threading.Event()
         self.totals = FlushTotals()
+        self.runs: list[tuple[float, float]] = []  # (monotonic start, seconds) of each flush
         self.lock = threading.Lock()
 
     def snapshot(self) -> FlushTotals:
@@ -529,6 +530,7 @@ class Flusher(threading.Thread):
                     break
                 FLUSH_WANTED.clear()
                 close_old_connections()
+                began = time.monotonic()
                 try:
                     self._add(outbox_flush(client=self.client))
                 except Exception as exc:  # the ticker logs it and runs again
@@ -537,6 +539,8 @@ class Flusher(threading.Thread):
                         self._sample(repr(exc))
                 finally:
                     close_old_connections()
+                    with self.lock:
+                        self.runs.append((began, time.monotonic() - began))
                 wake_at = time.monotonic() + self.interval_s
                 while not (FLUSH_WANTED.is_set() or self.halt.is_set()):
                     if time.monotonic() >= wake_at:
@@ -544,6 +548,10 @@ class Flusher(threading.Thread):
                     time.sleep(TICKER_POLL_S)
         finally:
             connection.close()
+
+    def runs_since(self, since: float, until: float = float("inf")) -> dict[str, Any]:
+        with self.lock:
+            return seconds_summary([s for start, s in self.runs if since <= start < until])
 
     def _add(self, result: FlushResult) -> None:
         with self.lock:
@@ -716,6 +724,7 @@ def steady_phase(
         "late_arrivals": late_arrivals(mine),
         "bridge": calls_summary(client.calls_since(started)),
         "flush": flusher.snapshot().minus(totals_before),
+        "flush_run_s": flusher.runs_since(started),
     }
     log("steady: checking the session in Convex")
     report["verify"] = verify_convex(stream, recording.ids)
@@ -723,14 +732,14 @@ def steady_phase(
 
 
 def pending_at(rows: list[Row], moment: datetime) -> dict[str, Any]:
-    waiting = [r for r in rows if r.synced_at is None]
+    """How long each row still had to wait out its backoff at `moment` (0: due)."""
     waits = [
         max(0.0, (r.next_attempt_at - moment).total_seconds()) if r.next_attempt_at else 0.0
-        for r in waiting
+        for r in rows
     ]
-    attempts = sorted(float(r.attempts) for r in waiting)
+    attempts = sorted(float(r.attempts) for r in rows)
     return {
-        "unsynced": len(waiting),
+        "unsynced": len(rows),
         "due_at_once": sum(1 for w in waits if w == 0),
         "backoff_left_s": seconds_summary(waits),
         "attempts_p50": percentile(attempts, 50),
@@ -756,6 +765,7 @@ def outage_phase(
         session_id=session_id, rate=args.rate, seconds=args.outage, stop=threading.Event()
     )
     during = flusher.snapshot().minus(totals_before)
+    during["flush_run_s"] = flusher.runs_since(down_at)
     restart_s = bridge.start()
     ready_wall, ready = timezone.now(), time.monotonic()
     log(f"outage: bridge back after {time.monotonic() - down_at:.1f} s; catching up")
@@ -793,6 +803,7 @@ def outage_phase(
         "attempts_max_final": max((r.attempts for r in mine), default=0),
         "bridge": calls_summary(calls),
         "flush_catchup": flusher.snapshot().minus(totals_ready),
+        "flush_catchup_run_s": flusher.runs_since(ready),
     }
     log("outage: checking the whole session in Convex")
     report["verify"] = verify_convex(stream, earlier_ids + recording.ids)

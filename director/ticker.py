@@ -3,13 +3,19 @@
 In the scaled mode Celery beat runs these tasks on workers. Here there is no worker, and with
 the in-memory channel layer only code inside the server process can reach its sockets, so the
 server runs the tasks itself, each in a worker thread (off the event loop). Each job loops on
-its own, so a slow Convex never delays the offline sweep.
+its own.
+
+The one exception is the Convex sync: the Convex client is never called from the ASGI process.
+`serve` runs `ledger_sync --loop` as a child process, and the ticker only signals it when a
+commit recorded events, and pushes the ledger chip when the outbox's state changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -18,8 +24,9 @@ from dataclasses import dataclass
 from channels.db import database_sync_to_async
 
 from devices.tasks import devices_sweep_offline, pairing_code_refresh
+from ledger.broadcast import ledger_changed
+from ledger.selectors import LedgerStatus, ledger_status
 from ledger.sync import FLUSH_WANTED
-from ledger.tasks import outbox_flush_task
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +39,34 @@ class Job:
     wanted: threading.Event | None = None
 
 
+class LedgerWatch:
+    """Wakes the ledger_sync child on commit, and pushes the chip when the outbox changes
+    (the child's own pushes cannot reach this process's in-memory channel layer)."""
+
+    def __init__(self) -> None:
+        self.wake_fd: int | None = None  # the write end of the child's wake pipe
+        self.last: LedgerStatus | None = None
+
+    def wake_sync(self) -> None:
+        if self.wake_fd is not None:
+            # Non-blocking: a full pipe already holds a wake-up the child has not read.
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                os.write(self.wake_fd, b"!")
+
+    def push_if_changed(self) -> None:
+        status = ledger_status()
+        if status != self.last:
+            self.last = status
+            ledger_changed()
+
+
+ledger_watch = LedgerWatch()
+
 SCHEDULE = [
     Job(1.0, devices_sweep_offline),
     Job(5.0, pairing_code_refresh),
-    Job(5.0, outbox_flush_task, wanted=FLUSH_WANTED),
+    Job(5.0, ledger_watch.wake_sync, wanted=FLUSH_WANTED),
+    Job(1.0, ledger_watch.push_if_changed),
 ]
 
 

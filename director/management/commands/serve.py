@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ class Command(BaseCommand):
             verbosity=0,
             websocket_max_message_size=4 * 1024 * 1024,
         )
-        simulator: list[subprocess.Popen[bytes]] = []
+        children: list[subprocess.Popen[bytes]] = []
 
         def started() -> None:
             if not server.listening_addresses:
@@ -81,8 +82,30 @@ class Command(BaseCommand):
 
                 loop = reactor._asyncioEventloop  # type: ignore[attr-defined]
                 loop.create_task(run_ticker())
+            if settings.MOTIONMIX_EMBEDDED_TICKER and settings.CONVEX_URL:
+                from director.ticker import ledger_watch
+
+                # The Convex client never runs in this (ASGI) process: a child does the sync.
+                read_fd, write_fd = os.pipe()
+                os.set_blocking(write_fd, False)
+                sync = subprocess.Popen(  # noqa: S603 - our own manage.py
+                    [
+                        sys.executable,
+                        str(Path(settings.BASE_DIR) / "manage.py"),
+                        "ledger_sync",
+                        "--loop",
+                        "--quiet",
+                        "--wake-fd",
+                        str(read_fd),
+                    ],
+                    env={**os.environ, "CONVEX_URL": settings.CONVEX_URL},
+                    pass_fds=(read_fd,),
+                )
+                os.close(read_fd)
+                children.append(sync)
+                ledger_watch.wake_fd = write_fd
             if simulate:
-                simulator.append(
+                children.append(
                     subprocess.Popen(  # noqa: S603 - our own manage.py
                         [
                             sys.executable,
@@ -109,13 +132,13 @@ class Command(BaseCommand):
             self.stdout.write("\n".join(lines))
             self.stdout.flush()
 
-        def stop_simulator() -> None:
+        def stop_children() -> None:
             from devices.heartbeats import writers_stop
 
             writers_stop()
             if bridge is not None:
                 bridge.stop()
-            for proc in simulator:
+            for proc in children:
                 proc.terminate()
                 try:
                     proc.wait(timeout=5)
@@ -123,7 +146,7 @@ class Command(BaseCommand):
                     proc.kill()
 
         reactor.callWhenRunning(started)  # type: ignore[attr-defined]
-        reactor.addSystemEventTrigger("before", "shutdown", stop_simulator)  # type: ignore[attr-defined]
+        reactor.addSystemEventTrigger("before", "shutdown", stop_children)  # type: ignore[attr-defined]
         asyncio.set_event_loop(reactor._asyncioEventloop)  # type: ignore[attr-defined]
         server.run()
         if not server.listening_addresses:
