@@ -305,28 +305,30 @@ def test_a_running_server_syncs_its_events_to_convex_outside_the_asgi_process(
     from tests.support.api import register_body
     from tests.support.server import running_server
 
-    with running_bridge(tmp_path) as bridge:
-        with running_server(tmp_path / "srv", extra_env={"CONVEX_URL": bridge.url}) as server:
-            code = server.pairing_code()
-            for i in range(3):
-                response = httpx.post(
-                    f"{server.url}/api/v1/devices/register",
-                    json=register_body(code, f"srv-{i}"),
-                    timeout=10,
-                )
-                assert response.status_code == 201
-            deadline = time.monotonic() + 30
-            while True:
-                verify = subprocess.run(  # noqa: S603
-                    [sys.executable, str(ROOT / "manage.py"), "ledger_verify", "fleet"],
-                    env=server.env,
-                    cwd=ROOT,
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                if verify.returncode == 0:
-                    break
-                assert time.monotonic() < deadline, verify.stdout + verify.stderr
-                time.sleep(0.3)
-            assert "4 local, 4 in Convex" in verify.stdout  # the first code + 3 registrations
+    with (
+        running_bridge(tmp_path) as bridge,
+        running_server(tmp_path / "srv", extra_env={"CONVEX_URL": bridge.url}) as server,
+    ):
+        code = server.pairing_code()
+        for i in range(3):
+            response = httpx.post(
+                f"{server.url}/api/v1/devices/register",
+                json=register_body(code, f"srv-{i}"),
+                timeout=10,
+            )
+            assert response.status_code == 201
+        deadline = time.monotonic() + 30
+        while True:
+            verify = subprocess.run(
+                [sys.executable, str(ROOT / "manage.py"), "ledger_verify", "fleet"],
+                env=server.env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if verify.returncode == 0:
+                break
+            assert time.monotonic() < deadline, verify.stdout + verify.stderr
+            time.sleep(0.3)
+        assert "4 local, 4 in Convex" in verify.stdout  # the first code + 3 registrations
