@@ -9,9 +9,11 @@ started as a subprocess on a loopback port with a --data file), in three phases:
    from data files of N documents ("restored", the state the outage's restart leaves).
 2. Steady load: one thread records `device.online` events of one session through
    `ledger.record(...)` inside `transaction.atomic()`, paced by the clock at --rate for
-   --duration, on its own connection. A flusher thread does what the embedded ticker does:
-   `outbox_flush()` when `FLUSH_WANTED` is set (looked at every 50 ms) and at least every
-   --flush-interval, between close_old_connections calls. Lag per event is
+   --duration, on its own connection. A flusher thread runs the embedded sync loop: the ticker
+   looks at `FLUSH_WANTED` every 50 ms, and `outbox_flush()` runs when it is set and at least
+   every --flush-interval, between close_old_connections calls. (`serve` now runs that loop in
+   a `ledger_sync --loop` child woken through a pipe; a thread here shares the recorder's GIL,
+   which the child does not, while on SQLite both share the one write lock.) Lag per event is
    synced_at - occurred_at, read back from the database once everything is synced; then
    `sessionTimeline` must hold exactly the recorded event ids in seq order.
 3. Outage: the bridge is stopped, the same load runs for --outage seconds, the bridge restarts
@@ -263,9 +265,9 @@ class TimedLedger(ConvexLedger):
                 if answer is not None:
                     self.stored += answer["inserted"]
 
-    def calls_since(self, since: float, until: float = float("inf")) -> list[AppendCall]:
+    def calls_since(self, since: float) -> list[AppendCall]:
         with self._lock:
-            return [c for c in self.calls if since <= c.started < until]
+            return [c for c in self.calls if c.started >= since]
 
 
 def calls_summary(calls: list[AppendCall]) -> dict[str, Any]:
@@ -293,6 +295,14 @@ def growth_points(calls: list[AppendCall], points: int = 12) -> list[dict[str, A
         {"store_size": c.store_before, "batch_ms": round(c.seconds * 1000, 1)}
         for c in calls[::step]
     ]
+
+
+def growth_slope(calls: list[AppendCall]) -> float | None:
+    if len(calls) < 3:
+        return None
+    xs = [c.store_before / 1000 for c in calls]
+    slope, _ = statistics.linear_regression(xs, [c.seconds * 1000 for c in calls])
+    return round(slope, 1)
 
 
 def probe_restored(node: str, workdir: Path, size: int) -> dict[str, Any]:
@@ -358,6 +368,8 @@ def measure_ceiling(
         "fresh_store_batch_ms": round(statistics.median(first) * 1000, 1),
         "fresh_store_events_per_s": round(APPEND_MAX / statistics.median(first), 1),
         "last_batch_ms": round(client.calls[-1].seconds * 1000, 1),
+        # Least squares over every batch of the run: what 1000 more stored events add.
+        "growth_ms_per_1000_events": growth_slope(client.calls),
         "bridge_cpu_s": (
             round(cpu_after - cpu_before, 2)
             if cpu_after is not None and cpu_before is not None
@@ -549,9 +561,9 @@ class Flusher(threading.Thread):
         finally:
             connection.close()
 
-    def runs_since(self, since: float, until: float = float("inf")) -> dict[str, Any]:
+    def runs_since(self, since: float) -> dict[str, float | None]:
         with self.lock:
-            return seconds_summary([s for start, s in self.runs if since <= start < until])
+            return seconds_summary([s for start, s in self.runs if start >= since])
 
     def _add(self, result: FlushResult) -> None:
         with self.lock:
@@ -591,7 +603,6 @@ class Row:
     occurred_at: datetime
     synced_at: datetime | None
     attempts: int
-    status: str
     next_attempt_at: datetime | None
 
 
@@ -599,7 +610,7 @@ def stream_rows(stream: str) -> dict[str, Row]:
     from ledger.models import ProductionEvent
 
     rows = ProductionEvent.objects.filter(stream=stream).values_list(
-        "seq", "event_id", "occurred_at", "synced_at", "attempts", "status", "next_attempt_at"
+        "seq", "event_id", "occurred_at", "synced_at", "attempts", "next_attempt_at"
     )
     return {str(r[1]): Row(r[0], str(r[1]), *r[2:]) for r in rows}
 
@@ -635,11 +646,16 @@ def record_phase(
     worker.start()
     backlog = 0
     deadline = time.monotonic() + seconds + 60
-    while worker.is_alive():
-        worker.join(timeout=MONITOR_INTERVAL_S)
-        backlog = max(backlog, unsynced_count(str(session_id)))
-        if time.monotonic() > deadline:
-            stop.set()  # one record hangs (a locked database): end the phase
+    try:
+        while worker.is_alive():
+            worker.join(timeout=MONITOR_INTERVAL_S)
+            backlog = max(backlog, unsynced_count(str(session_id)))
+            if time.monotonic() > deadline:
+                stop.set()  # one record hangs (a locked database): end the phase
+    except BaseException:
+        stop.set()  # Ctrl-C: stop recording before the database goes away
+        worker.join(timeout=30)
+        raise
     if out.error:
         raise RuntimeError(f"recording failed: {out.error}")
     return out, backlog
@@ -848,6 +864,7 @@ def render_table(report: dict[str, Any]) -> str:
             "ceiling: batch at store 0 / end",
             f"{c['fresh_store_batch_ms']} / {c['last_batch_ms']} ms",
         ),
+        ("ceiling: ms per 1000 more stored", cell(c["growth_ms_per_1000_events"])),
         ("steady sync / ceiling", cell(report["ratios"]["steady_sync_to_ceiling"])),
     ]
     if o is not None:
@@ -855,6 +872,8 @@ def render_table(report: dict[str, Any]) -> str:
         rows += [
             ("outage: duration", f"{report['outage_s']} s, {o['recording']['recorded']} events"),
             ("outage: achieved rate", f"{o['recording']['achieved_per_s']} ev/s"),
+            ("outage: failing flushes", cell(o["flush_during_outage"]["flushes"])),
+            ("outage: row retries", cell(o["flush_during_outage"]["retrying"])),
             ("outage: backlog at restart", f"{o['backlog']} ({at['due_at_once']} due at once)"),
             ("outage: backoff left p50/p95/max", trio(at["backoff_left_s"])),
             ("outage: attempts max at restart", cell(at["attempts_max"])),
@@ -864,6 +883,7 @@ def render_table(report: dict[str, Any]) -> str:
                 f"{o['first_synced_after_s']} / {o['half_synced_after_s']} s",
             ),
             ("catch-up: rate", f"{cell(o['catchup_events_per_s'])} ev/s"),
+            ("catch-up: events per call", cell(o["bridge"]["events_per_call"])),
             (
                 "catch-up: bridge busy / other",
                 f"{o['catchup_bridge_busy_s']} / {o['catchup_not_bridge_s']} s",
@@ -871,6 +891,7 @@ def render_table(report: dict[str, Any]) -> str:
             ("catch-up / ceiling", cell(report["ratios"]["catchup_to_ceiling"])),
             ("late arrivals steady / outage", f"{s['late_arrivals']} / {o['late_arrivals']}"),
             ("duplicates sent", cell(s["flush"]["duplicates"] + o["flush_catchup"]["duplicates"])),
+            ("flush exceptions", cell(s["flush"]["exceptions"] + o["flush_catchup"]["exceptions"])),
         ]
     verified = f"{s['verify']['ok']} / {'-' if o is None else o['verify']['ok']}"
     rows.append(("verified steady / whole session", verified))

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from devices.models import Device, PairingCode, PairingFailure
+from devices.services import PRESENCE_FIELDS, STATE_FIELDS
 
 
 @admin.register(Device)
@@ -24,21 +25,10 @@ class DeviceAdmin(admin.ModelAdmin):
     readonly_fields = [
         "id",
         "install_id",
-        "status",
         "registered_at",
-        "last_seen_at",
-        "last_sent_at",
-        "battery",
-        "charging",
-        "thermal",
-        "lens",
-        "zoom",
-        "orientation",
-        "flip_horizontal",
-        "flip_vertical",
-        "storage_free_mb",
-        "fps",
         "lenses",
+        *PRESENCE_FIELDS,
+        *STATE_FIELDS,
     ]
     fields = ["name", "kind", "model", "os_version", "app_version", *readonly_fields]
 

@@ -16,7 +16,7 @@ from devices.heartbeats import writers_stop
 from devices.models import Device
 from ledger.models import ProductionEvent
 from motionmix.asgi import application
-from tests.support.api import IPHONE_LENSES, heartbeat_body
+from tests.support.api import heartbeat_body, register_device
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,17 +33,7 @@ URL = "/api/v1/devices/heartbeat"
 
 
 def _register(install_id: str) -> services.Registration:
-    return services.device_register(
-        pairing_code=services.pairing_code_get_or_rotate().code,
-        address="127.0.0.1",
-        install_id=install_id,
-        name=f"Cam {install_id}",
-        kind="iphone",
-        model="iPhone 15 Pro",
-        os_version="18.1",
-        app_version="1.0",
-        lenses=IPHONE_LENSES,
-    )
+    return register_device(install_id)
 
 
 def _client() -> httpx.AsyncClient:

@@ -8,23 +8,14 @@ from django.urls import reverse
 
 from devices import services
 from director.dom import device_card_id
-from tests.support.api import IPHONE_LENSES
+from tests.support.api import IPHONE_LENSES, register_device
 
 pytestmark = pytest.mark.django_db
 
 
 def _device(install_id: str = "p-1", name: str = "Cam Echo") -> Any:
-    code = services.pairing_code_get_or_rotate().code
-    return services.device_register(
-        pairing_code=code,
-        address="127.0.0.1",
-        install_id=install_id,
-        name=name,
-        kind="ipad",
-        model="iPad Pro",
-        os_version="18.1",
-        app_version="1.0",
-        lenses=IPHONE_LENSES[1:],
+    return register_device(
+        install_id, name=name, kind="ipad", model="iPad Pro", lenses=IPHONE_LENSES[1:]
     ).device
 
 

@@ -14,7 +14,7 @@ from devices import services
 from director.consumers import CLOSE_LOGIN_REQUIRED
 from director.dom import device_card_id
 from motionmix.asgi import application
-from tests.support.api import IPHONE_LENSES, heartbeat_body
+from tests.support.api import heartbeat_body, register_device
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,18 +44,7 @@ async def _operator_socket() -> WebsocketCommunicator:
 
 
 def _register(install_id: str, name: str) -> services.Registration:
-    code = services.pairing_code_get_or_rotate().code
-    return services.device_register(
-        pairing_code=code,
-        address="127.0.0.1",
-        install_id=install_id,
-        name=name,
-        kind="iphone",
-        model="iPhone 15 Pro",
-        os_version="18.1",
-        app_version="1.0",
-        lenses=IPHONE_LENSES,
-    )
+    return register_device(install_id, name=name)
 
 
 def _beat(device_id: Any, **overrides: Any) -> None:

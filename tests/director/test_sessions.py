@@ -11,35 +11,20 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from devices import services as device_services
 from devices.models import Device
 from director import services
 from director.models import PhotoshootSession
 from ledger.convex import ConvexLedger
 from ledger.models import ProductionEvent
 from ledger.sync import outbox_flush
-from tests.support.api import IPHONE_LENSES
+from tests.support.api import register_device
 from tests.support.bridge import Bridge, running_bridge
 
 pytestmark = pytest.mark.django_db
 
 
 def _device(install_id: str, *, kind: str = "iphone", online: bool = True) -> Device:
-    code = device_services.pairing_code_get_or_rotate().code
-    device = device_services.device_register(
-        pairing_code=code,
-        address="127.0.0.1",
-        install_id=install_id,
-        name=f"Cam {install_id}",
-        kind=kind,
-        model="",
-        os_version="",
-        app_version="",
-        lenses=IPHONE_LENSES,
-    ).device
-    if not online:
-        device_services.device_mark_offline(device_id=device.pk, reason="test")
-    return device
+    return register_device(install_id, kind=kind, online=online).device
 
 
 def _events(session: PhotoshootSession) -> list[ProductionEvent]:

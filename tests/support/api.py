@@ -42,3 +42,32 @@ def heartbeat_body(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+def register_device(
+    install_id: str,
+    *,
+    name: str | None = None,
+    kind: str = "iphone",
+    model: str = "iPhone 15 Pro",
+    lenses: list[dict[str, Any]] | None = None,
+    online: bool = True,
+) -> Any:
+    """Register a device through the service, as the register endpoint does; returns the
+    `Registration` (device and plain token)."""
+    from devices import services
+
+    registration = services.device_register(
+        pairing_code=services.pairing_code_get_or_rotate().code,
+        address="127.0.0.1",
+        install_id=install_id,
+        name=name or f"Cam {install_id}",
+        kind=kind,
+        model=model,
+        os_version="18.1",
+        app_version="1.0",
+        lenses=IPHONE_LENSES if lenses is None else lenses,
+    )
+    if not online:
+        services.device_mark_offline(device_id=registration.device.pk, reason="test")
+    return registration
