@@ -22,6 +22,7 @@ READY = "convex-bridge listening on "
 @dataclass
 class LocalBridge:
     url: str
+    port: int
     proc: subprocess.Popen[str]
 
     def stop(self) -> None:
@@ -41,19 +42,24 @@ def bridge_unavailable_reason() -> str:
     return ""
 
 
-def bridge_start(*, timeout_s: float = 30.0) -> LocalBridge:
+def bridge_start(
+    *, data: Path | None = None, port: int = 0, timeout_s: float = 30.0, quiet: bool = False
+) -> LocalBridge:
+    """Start the bridge on 127.0.0.1 (`port` 0 picks a free one) and wait for its ready line.
+    Its tables persist in `data` (default var/convex-bridge.json)."""
     convex_dir = Path(settings.BASE_DIR) / "convex"
     proc = subprocess.Popen(  # noqa: S603 - our own bridge
         [
             shutil.which("node") or "node",
             str(convex_dir / "bridge" / "main.mjs"),
             "--port",
-            "0",
+            str(port),
             "--data",
-            str(Path(settings.VAR_DIR) / "convex-bridge.json"),
+            str(data or Path(settings.VAR_DIR) / "convex-bridge.json"),
         ],
         cwd=convex_dir,
         stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL if quiet else None,
         text=True,
     )
     assert proc.stdout is not None
@@ -63,6 +69,7 @@ def bridge_start(*, timeout_s: float = 30.0) -> LocalBridge:
         if ready:
             line = proc.stdout.readline()
             if line.startswith(READY):
-                return LocalBridge(url=line[len(READY) :].strip(), proc=proc)
+                url = line[len(READY) :].strip()
+                return LocalBridge(url=url, port=int(url.rsplit(":", 1)[1]), proc=proc)
     proc.kill()
     raise RuntimeError("the local Convex bridge did not start")

@@ -1,86 +1,48 @@
 """The local Convex bridge (convex/bridge): the real functions of convex/ run in convex-test,
-behind Convex's HTTP API. Tests start it as a subprocess on a free loopback port."""
+behind Convex's HTTP API. Tests start it on a free loopback port, and may stop and start it
+again on the same port and data file to play an outage."""
 
 from __future__ import annotations
 
 import contextlib
-import select
-import shutil
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from director.bridge import LocalBridge, bridge_start, bridge_unavailable_reason
 from tests.support.requirements import missing
 
-ROOT = Path(__file__).resolve().parents[2]
-CONVEX = ROOT / "convex"
-READY = "convex-bridge listening on "
 
-
-def require_bridge() -> str:
-    node = shutil.which("node")
-    if not node:
-        missing("Node.js is not installed: the Convex bridge needs it")
-    if not (CONVEX / "node_modules" / "convex-test").exists():
-        missing("convex/node_modules is missing: run `npm ci` in convex/ (make test does)")
-    return node
+def require_bridge() -> None:
+    reason = bridge_unavailable_reason()
+    if reason:
+        missing(f"the Convex bridge cannot run: {reason}")
 
 
 @dataclass
 class Bridge:
-    node: str
     data: Path
     port: int = 0
-    proc: subprocess.Popen[str] | None = None
+    running: LocalBridge | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.node,
-                str(CONVEX / "bridge" / "main.mjs"),
-                "--port",
-                str(self.port),
-                "--data",
-                str(self.data),
-            ],
-            cwd=CONVEX,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if ready:
-                line = self.proc.stdout.readline()
-                if line.startswith(READY):
-                    self.port = int(line.strip().rsplit(":", 1)[1])
-                    return
-            if self.proc.poll() is not None:
-                break
-        raise RuntimeError("the Convex bridge did not start")
+    def start(self) -> None:
+        self.running = bridge_start(data=self.data, port=self.port, quiet=True)
+        self.port = self.running.port
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.proc = None
+        if self.running is not None:
+            self.running.stop()
+            self.running = None
 
 
 @contextlib.contextmanager
 def running_bridge(workdir: Path) -> Iterator[Bridge]:
-    bridge = Bridge(node=require_bridge(), data=workdir / "convex-bridge.json")
+    require_bridge()
+    bridge = Bridge(data=workdir / "convex-bridge.json")
     bridge.start()
     try:
         yield bridge
