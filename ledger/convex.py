@@ -89,7 +89,7 @@ class ConvexLedger:
             # The client raises a bare Exception for HTTP errors ("503 ..."): transient unless
             # the deployment says the request itself is bad.
             message = str(exc)
-            permanent = message.startswith(("400", "401", "403", "404"))
+            permanent = message.startswith(("400", "401", "403", "404", "413", "422"))
             raise SyncError(f"{name}: {message}", permanent=permanent) from exc
 
     def append_events(self, events: list[dict[str, Any]]) -> dict[str, int]:

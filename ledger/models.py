@@ -32,8 +32,6 @@ class ProductionEvent(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
-    # A pending row is not sent before this (backoff after a transient error).
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
     # When a flush claimed the row; a claim older than the lease is taken back (crashed flush).
     claimed_at = models.DateTimeField(null=True, blank=True)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from ledger import broadcast
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 100  # production:appendEvents takes at most 100
 CLAIM_LEASE_S = 60.0
 BACKOFF_BASE_S = 0.5
-BACKOFF_CAP_S = 60.0
+BACKOFF_CAP_S = 30.0
 SESSION_EVENT_TYPES = ("session.started", "session.stopped")
 
 # Set on commit of any recorded event; the embedded ticker waits on it to flush at once.
@@ -49,22 +50,55 @@ class FlushResult:
     failed: int = 0
     batches: int = 0
     errors: list[str] = field(default_factory=list)
+    # Set when Convex is backed off: no call is made before this unix time.
+    outage_until: float = 0.0
 
 
-def backoff_s(attempts: int, rng: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with full jitter, capped."""
-    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** max(0, attempts - 1)))
-    return ceiling * (0.5 + 0.5 * rng())
+def backoff_s(failures: int, rng: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with jitter (between half and all of the step), capped."""
+    step = BACKOFF_BASE_S * (2 ** min(max(0, failures - 1), 16))
+    return min(BACKOFF_CAP_S, step) * (0.5 + 0.5 * rng())
+
+
+OUTAGE_KEY = "ledger:convex-outage"
+
+
+def _outage_until() -> float:
+    """Unix time before which no flush should call Convex (0 when it is answering).
+
+    The backoff is for Convex as a whole, not per row: rows stay in seq order, and while it is
+    down each flush costs one read of the cache, not a claim and a release of a hundred rows.
+    """
+    try:
+        outage = cache.get(OUTAGE_KEY)
+    except Exception:
+        return 0.0  # no shared cache (Redis away): try Convex, the worst is one failed call
+    return float(outage["until"]) if outage else 0.0
+
+
+def _outage_record(error: str) -> float:
+    try:
+        outage = cache.get(OUTAGE_KEY) or {"failures": 0}
+        failures = int(outage["failures"]) + 1
+        until = time.time() + backoff_s(failures)
+        cache.set(OUTAGE_KEY, {"failures": failures, "until": until, "error": error}, 3600)
+    except Exception:
+        logger.warning("could not record the Convex outage in the cache", exc_info=True)
+        return 0.0
+    return until
+
+
+def _outage_clear() -> None:
+    try:
+        cache.delete(OUTAGE_KEY)
+    except Exception:
+        logger.warning("could not clear the Convex outage in the cache", exc_info=True)
 
 
 def _due() -> Q:
-    now = timezone.now()
-    lease_over = now - timedelta(seconds=CLAIM_LEASE_S)
-    pending_due = Q(status=ProductionEvent.Status.PENDING) & (
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    )
+    lease_over = timezone.now() - timedelta(seconds=CLAIM_LEASE_S)
     abandoned = Q(status=ProductionEvent.Status.SENDING, claimed_at__lt=lease_over)
-    return pending_due | abandoned
+    return Q(status=ProductionEvent.Status.PENDING) | abandoned
 
 
 def outbox_claim(*, limit: int = BATCH_SIZE) -> list[ProductionEvent]:
@@ -114,45 +148,30 @@ def events_mark_synced(*, event_ids: Iterable[int]) -> int:
         synced_at=timezone.now(),
         last_error="",
         claimed_at=None,
-        next_attempt_at=None,
     )
     return count
 
 
+def _release(event_ids: Iterable[int], *, status: str, error: str) -> int:
+    return ProductionEvent.objects.filter(
+        pk__in=list(event_ids), status=ProductionEvent.Status.SENDING
+    ).update(
+        status=status,
+        attempts=F("attempts") + 1,
+        last_error=error[:2000],
+        claimed_at=None,
+    )
+
+
 @transaction.atomic
 def events_mark_retry(*, event_ids: Iterable[int], error: str) -> int:
-    rows = list(
-        ProductionEvent.objects.select_for_update().filter(
-            pk__in=list(event_ids), status=ProductionEvent.Status.SENDING
-        )
-    )
-    now = timezone.now()
-    for row in rows:
-        row.attempts += 1
-        row.status = ProductionEvent.Status.PENDING
-        row.last_error = error[:2000]
-        row.claimed_at = None
-        row.next_attempt_at = now + timedelta(seconds=backoff_s(row.attempts))
-    ProductionEvent.objects.bulk_update(
-        rows, ["attempts", "status", "last_error", "claimed_at", "next_attempt_at"]
-    )
-    return len(rows)
+    """Back in the queue, in place: the next flush after the outage sends them first."""
+    return _release(event_ids, status=ProductionEvent.Status.PENDING, error=error)
 
 
 @transaction.atomic
 def events_mark_failed(*, event_ids: Iterable[int], error: str) -> int:
-    rows = list(
-        ProductionEvent.objects.select_for_update().filter(
-            pk__in=list(event_ids), status=ProductionEvent.Status.SENDING
-        )
-    )
-    for row in rows:
-        row.attempts += 1
-        row.status = ProductionEvent.Status.FAILED
-        row.last_error = error[:2000]
-        row.claimed_at = None
-    ProductionEvent.objects.bulk_update(rows, ["attempts", "status", "last_error", "claimed_at"])
-    return len(rows)
+    return _release(event_ids, status=ProductionEvent.Status.FAILED, error=error)
 
 
 @transaction.atomic
@@ -161,7 +180,7 @@ def events_retry_failed(*, event_ids: Iterable[int] | None = None) -> int:
     rows = ProductionEvent.objects.filter(status=ProductionEvent.Status.FAILED)
     if event_ids is not None:
         rows = rows.filter(pk__in=list(event_ids))
-    count = rows.update(status=ProductionEvent.Status.PENDING, next_attempt_at=None)
+    count = rows.update(status=ProductionEvent.Status.PENDING)
     transaction.on_commit(broadcast.ledger_changed, robust=True)
     return count
 
@@ -176,6 +195,7 @@ def _send_batch(client: ConvexLedger, batch: list[ProductionEvent], result: Flus
         if not exc.permanent:
             result.retrying += events_mark_retry(event_ids=[e.pk for e in batch], error=str(exc))
             result.errors.append(str(exc))
+            result.outage_until = _outage_record(str(exc))
             return
         if len(batch) > 1:
             # One bad event must not hold back its neighbours: find it by sending alone.
@@ -196,6 +216,10 @@ def outbox_flush(*, max_batches: int = 50, client: ConvexLedger | None = None) -
     result = FlushResult()
     if client is None and not configured():
         return result
+    until = _outage_until()
+    if until > time.time():
+        result.outage_until = until
+        return result
     client = client or ConvexLedger()
     for _ in range(max_batches):
         batch = outbox_claim(limit=BATCH_SIZE)
@@ -204,7 +228,9 @@ def outbox_flush(*, max_batches: int = 50, client: ConvexLedger | None = None) -
         result.batches += 1
         _send_batch(client, batch, result)
         if result.retrying:
-            break  # Convex is struggling: back off instead of claiming more
+            break  # Convex is away: the outage backoff decides when to try again
+    if result.batches and not result.retrying:
+        _outage_clear()
     if result.batches:
         broadcast.ledger_changed()
     return result

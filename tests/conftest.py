@@ -37,6 +37,18 @@ def _close_connection_pools(django_db_setup: None, django_db_blocker: Any) -> It
                 close_pool()
 
 
+@pytest.fixture(autouse=True)
+def _no_convex_outage_left_over() -> Iterator[None]:
+    # The Convex backoff lives in the cache, which outlives a test; start each one clean.
+    from django.core.cache import cache
+
+    from ledger.sync import OUTAGE_KEY
+
+    cache.delete(OUTAGE_KEY)
+    yield
+    cache.delete(OUTAGE_KEY)
+
+
 @pytest.fixture
 def operator(db: None) -> Any:
     return get_user_model().objects.create_user(username="op", password="op-password-123")

@@ -101,11 +101,16 @@ def test_a_burst_while_the_bridge_is_down_arrives_once_and_in_order(bridge: Brid
 
     assert result.sent == 0 and result.retrying == 100
     assert "unreachable" in result.errors[0]
+    assert result.outage_until > time.time()
     waiting = ProductionEvent.objects.filter(status=ProductionEvent.Status.PENDING)
     assert waiting.count() == 500
-    # Backed off: each retried row waits before its next attempt.
-    assert waiting.filter(attempts=1, next_attempt_at__isnull=False).count() == 100
+    assert waiting.filter(attempts=1).count() == 100
     assert ledger_status().state == "waiting"
+
+    # While Convex is backed off, a flush claims nothing and calls nothing.
+    again = outbox_flush()
+    assert (again.batches, again.retrying, again.outage_until) == (0, 0, result.outage_until)
+    assert waiting.filter(attempts=1).count() == 100
 
     bridge.start()  # the same port and data file
     _flush_until_done()
@@ -333,3 +338,14 @@ def test_a_running_server_syncs_its_events_to_convex_outside_the_asgi_process(
             assert time.monotonic() < deadline, verify.stdout + verify.stderr
             time.sleep(0.3)
         assert "4 local, 4 in Convex" in verify.stdout  # the first code + 3 registrations
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    from ledger.sync import backoff_s
+
+    assert backoff_s(1, rng=lambda: 0.0) == 0.25
+    assert backoff_s(1, rng=lambda: 1.0) == 0.5
+    assert backoff_s(4, rng=lambda: 1.0) == 4.0
+    assert backoff_s(30, rng=lambda: 1.0) == 30.0
+    assert backoff_s(30, rng=lambda: 0.0) == 15.0
+    assert backoff_s(5000, rng=lambda: 1.0) == 30.0  # no overflow after days of outage
