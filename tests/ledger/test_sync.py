@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -337,7 +338,10 @@ def test_a_running_server_syncs_its_events_to_convex_outside_the_asgi_process(
                 break
             assert time.monotonic() < deadline, verify.stdout + verify.stderr
             time.sleep(0.3)
-        assert "4 local, 4 in Convex" in verify.stdout  # the first code + 3 registrations
+        # The first pairing code, 3 registrations, and as many device.offline events as the
+        # sweep has recorded by now (these phones never beat): all of them in Convex.
+        counts = re.search(r"(\d+) local, (\d+) in Convex", verify.stdout)
+        assert counts is not None and counts[1] == counts[2] and int(counts[1]) >= 4
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:

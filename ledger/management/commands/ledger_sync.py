@@ -52,7 +52,6 @@ class Command(BaseCommand):
             signal.signal(signal.SIGTERM, on_stop)
             signal.signal(signal.SIGINT, on_stop)
         while not stop:
-            close_old_connections()
             result = outbox_flush()
             if not quiet or result.batches:
                 status = ledger_status()
@@ -66,6 +65,8 @@ class Command(BaseCommand):
             if not loop:
                 break
             _wait(wake_fd, interval)
+            # A long-lived loop: drop a connection the database closed meanwhile.
+            close_old_connections()
 
 
 def _wait(wake_fd: int | None, interval: float) -> None:
