@@ -10,10 +10,12 @@ exactly once in the table.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -52,6 +54,8 @@ class FlushResult:
     errors: list[str] = field(default_factory=list)
     # Set when Convex is backed off: no call is made before this unix time.
     outage_until: float = 0.0
+    # Another flush holds the lock; this one did nothing.
+    busy: bool = False
 
 
 def backoff_s(failures: int, rng: Callable[[], float] = random.random) -> float:
@@ -105,7 +109,9 @@ def outbox_claim(*, limit: int = BATCH_SIZE) -> list[ProductionEvent]:
     """Claim up to `limit` due rows, oldest stream position first. Concurrent flushes on
     PostgreSQL skip each other's rows (SKIP LOCKED); SQLite runs one writer at a time."""
     with transaction.atomic():
-        rows = ProductionEvent.objects.filter(_due()).order_by("occurred_at", "stream", "seq")
+        # pk rises with seq within a stream (both are assigned under the stream's lock), and
+        # across streams it is the order of recording.
+        rows = ProductionEvent.objects.filter(_due()).order_by("pk")
         if connection.features.has_select_for_update_skip_locked:
             rows = rows.select_for_update(skip_locked=True)
         claimed = list(rows[:limit])
@@ -198,9 +204,14 @@ def _send_batch(client: ConvexLedger, batch: list[ProductionEvent], result: Flus
             result.outage_until = _outage_record(str(exc))
             return
         if len(batch) > 1:
-            # One bad event must not hold back its neighbours: find it by sending alone.
-            for event in batch:
+            # One bad event must not hold back its neighbours: find it by sending alone. If
+            # Convex goes away meanwhile, the rest goes back in place, still in order.
+            for i, event in enumerate(batch):
                 _send_batch(client, [event], result)
+                if result.retrying:
+                    rest = [e.pk for e in batch[i + 1 :]]
+                    result.retrying += events_mark_retry(event_ids=rest, error=result.errors[-1])
+                    return
             return
         result.failed += events_mark_failed(event_ids=[batch[0].pk], error=str(exc))
         result.errors.append(str(exc))
@@ -220,20 +231,62 @@ def outbox_flush(*, max_batches: int = 50, client: ConvexLedger | None = None) -
     if until > time.time():
         result.outage_until = until
         return result
-    client = client or ConvexLedger()
-    for _ in range(max_batches):
-        batch = outbox_claim(limit=BATCH_SIZE)
-        if not batch:
-            break
-        result.batches += 1
-        _send_batch(client, batch, result)
-        if result.retrying:
-            break  # Convex is away: the outage backoff decides when to try again
-    if result.batches and not result.retrying:
-        _outage_clear()
+    lock = _flush_lock()
+    if lock is None:
+        result.busy = True
+        return result
+    try:
+        client = client or ConvexLedger()
+        for _ in range(max_batches):
+            batch = outbox_claim(limit=BATCH_SIZE)
+            if not batch:
+                break
+            result.batches += 1
+            _send_batch(client, batch, result)
+            if result.retrying:
+                break  # Convex is away: the outage backoff decides when to try again
+            lock.renew()
+        if result.batches and not result.retrying:
+            _outage_clear()
+    finally:
+        lock.release()
     if result.batches:
         broadcast.ledger_changed()
     return result
+
+
+FLUSH_LOCK_KEY = "ledger:flush-lock"
+
+
+@dataclass
+class _FlushLock:
+    token: str
+    shared: bool
+
+    def renew(self) -> None:
+        if self.shared:
+            with contextlib.suppress(Exception):
+                cache.touch(FLUSH_LOCK_KEY, int(CLAIM_LEASE_S))
+
+    def release(self) -> None:
+        if self.shared:
+            with contextlib.suppress(Exception):
+                if cache.get(FLUSH_LOCK_KEY) == self.token:
+                    cache.delete(FLUSH_LOCK_KEY)
+
+
+def _flush_lock() -> _FlushLock | None:
+    """One flush at a time across workers: two flushes would hand out consecutive batches of
+    one stream, and the second could land first. The lock has a lease, renewed per batch, so
+    a worker that dies holding it blocks the others for a minute at most."""
+    token = uuid.uuid4().hex
+    try:
+        taken = cache.add(FLUSH_LOCK_KEY, token, int(CLAIM_LEASE_S))
+    except Exception:
+        # No shared cache (Redis away): send anyway; Convex drops duplicates, and order
+        # within a stream is restored by seq in its timeline.
+        return _FlushLock(token=token, shared=False)
+    return _FlushLock(token=token, shared=True) if taken else None
 
 
 def wake() -> None:

@@ -7,7 +7,8 @@ from ledger.sync import outbox_flush
 
 @shared_task(name="ledger.tasks.outbox_flush_task")
 def outbox_flush_task() -> dict[str, int]:
-    """Send what is due to Convex. Retries are per row (backoff), not per task."""
+    """Send what is due to Convex. After a transient error the whole sync backs off (see
+    ledger.sync.OUTAGE_KEY); the next wake or sweep after that tries again."""
     result = outbox_flush()
     return {
         "sent": result.sent,

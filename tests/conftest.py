@@ -39,14 +39,14 @@ def _close_connection_pools(django_db_setup: None, django_db_blocker: Any) -> It
 
 @pytest.fixture(autouse=True)
 def _no_convex_outage_left_over() -> Iterator[None]:
-    # The Convex backoff lives in the cache, which outlives a test; start each one clean.
+    # The Convex backoff and the flush lock live in the cache, which outlives a test.
     from django.core.cache import cache
 
-    from ledger.sync import OUTAGE_KEY
+    from ledger.sync import FLUSH_LOCK_KEY, OUTAGE_KEY
 
-    cache.delete(OUTAGE_KEY)
+    cache.delete_many([OUTAGE_KEY, FLUSH_LOCK_KEY])
     yield
-    cache.delete(OUTAGE_KEY)
+    cache.delete_many([OUTAGE_KEY, FLUSH_LOCK_KEY])
 
 
 @pytest.fixture

@@ -353,3 +353,21 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert backoff_s(30, rng=lambda: 1.0) == 30.0
     assert backoff_s(30, rng=lambda: 0.0) == 15.0
     assert backoff_s(5000, rng=lambda: 1.0) == 30.0  # no overflow after days of outage
+
+
+@pytest.mark.django_db
+def test_a_second_flush_waits_for_the_one_holding_the_lock(bridge: Bridge) -> None:
+    from django.core.cache import cache
+
+    from ledger.sync import FLUSH_LOCK_KEY
+
+    _record(3)
+    cache.add(FLUSH_LOCK_KEY, "another-worker", 60)
+
+    blocked = outbox_flush()
+
+    assert blocked.busy and blocked.batches == 0
+    assert ProductionEvent.objects.filter(status="pending").count() == 3
+    cache.delete(FLUSH_LOCK_KEY)
+    assert outbox_flush().sent == 3
+    assert cache.get(FLUSH_LOCK_KEY) is None  # released after the flush

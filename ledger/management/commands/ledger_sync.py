@@ -15,6 +15,8 @@ from ledger.convex import configured
 from ledger.selectors import ledger_status
 from ledger.sync import outbox_flush
 
+MAX_BATCHES = 50
+
 
 class Command(BaseCommand):
     help = (
@@ -52,7 +54,7 @@ class Command(BaseCommand):
             signal.signal(signal.SIGTERM, on_stop)
             signal.signal(signal.SIGINT, on_stop)
         while not stop:
-            result = outbox_flush()
+            result = outbox_flush(max_batches=MAX_BATCHES)
             if not quiet or result.batches:
                 status = ledger_status()
                 self.stdout.write(
@@ -64,7 +66,13 @@ class Command(BaseCommand):
                     self.stderr.write(f"  {error}")
             if not loop:
                 break
-            _wait(wake_fd, interval)
+            if result.batches >= MAX_BATCHES:
+                continue  # more is due: no pause
+            pause = interval
+            if result.outage_until:
+                # Try again as soon as the backoff allows, not a whole interval later.
+                pause = min(interval, max(0.05, result.outage_until - time.time()))
+            _wait(wake_fd, pause)
             # A long-lived loop: drop a connection the database closed meanwhile.
             close_old_connections()
 
