@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import subprocess
 import sys
@@ -30,6 +31,25 @@ class Command(BaseCommand):
             help="Without CONVEX_URL, run the local Convex bridge (needs Node) for the ledger.",
         )
 
+    def _lock_embedded_state(self) -> None:
+        """The embedded mode is one process by design (its channel layer lives in memory), and
+        two servers on one var/ would share the SQLite file, the ticker's work and the local
+        Convex bridge's data file. Refuse the second one."""
+        path = Path(settings.VAR_DIR) / "serve.lock"
+        self._lock_file = path.open("a+")  # kept open for the life of the process
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "another process"
+            raise CommandError(
+                f"{holder} is already serving from {settings.VAR_DIR}; stop it first "
+                "(or give this one MOTIONMIX_VAR_DIR of its own)."
+            ) from None
+        self._lock_file.truncate(0)
+        self._lock_file.write(f"pid {os.getpid()}")
+        self._lock_file.flush()
+
     def handle(self, *args: Any, host: str, port: int, simulate: int, **options: Any) -> None:
         # Daphne installs Twisted's asyncio reactor on import; it must come first.
         from daphne.endpoints import build_endpoint_description_strings
@@ -37,6 +57,9 @@ class Command(BaseCommand):
         from twisted.internet import reactor
 
         from motionmix.asgi import application
+
+        if settings.MOTIONMIX_EMBEDDED_TICKER:
+            self._lock_embedded_state()
 
         login = None
         if options["demo_operator"]:

@@ -30,7 +30,7 @@ class Command(BaseCommand):
         mode.add_argument("--once", action="store_true", default=True)
         mode.add_argument("--loop", action="store_true")
         parser.add_argument("--interval", type=float, default=5.0)
-        parser.add_argument("--quiet", action="store_true", help="Report only what was sent.")
+        parser.add_argument("--quiet", action="store_true", help="Report only trouble.")
         parser.add_argument("--wake-fd", type=int, default=None, help=argparse.SUPPRESS)
 
     def handle(
@@ -55,7 +55,7 @@ class Command(BaseCommand):
             signal.signal(signal.SIGINT, on_stop)
         while not stop:
             result = outbox_flush(max_batches=MAX_BATCHES)
-            if not quiet or result.batches:
+            if not quiet or result.failed or result.retrying:
                 status = ledger_status()
                 self.stdout.write(
                     f"sent {result.sent} (new {result.inserted}, already there "
