@@ -12,7 +12,7 @@ from tests.support.server import ROOT, free_port, running_server
 def test_a_second_embedded_server_on_the_same_state_is_refused(tmp_path: Path) -> None:
     with running_server(tmp_path) as server:
         if not server.env.get("REDIS_URL"):
-            second = subprocess.run(  # noqa: S603
+            second = subprocess.run(
                 [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(free_port())],
                 env=server.env,
                 cwd=ROOT,
