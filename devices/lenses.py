@@ -34,9 +34,6 @@ class LensPlan:
     def zoom(self) -> float:
         return self.native_zoom * self.digital_zoom
 
-    def as_args(self) -> dict[str, Any]:
-        return {"zoom": round(self.zoom, 4), "lens": self.lens, "digital_zoom": self.digital_zoom}
-
 
 def _label(zoom: float) -> str:
     return f"{zoom:g}x"

@@ -8,10 +8,6 @@ from devices.models import Device, DeviceCommand
 from devices.services import hash_token, offline_cutoff
 
 
-def device_get(*, device_id: UUID) -> Device:
-    return Device.objects.get(pk=device_id)
-
-
 def device_list(*, include_webcams: bool = True) -> QuerySet[Device]:
     devices = Device.objects.all()
     if not include_webcams:

@@ -1,19 +1,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from uuid import UUID
 
 from django.db.models import Count, QuerySet
 
 from ledger.models import ProductionEvent
-
-
-def event_list_for_device(*, device_id: UUID) -> QuerySet[ProductionEvent]:
-    return ProductionEvent.objects.filter(device_id=device_id).order_by("occurred_at", "seq")
-
-
-def event_unsynced_count() -> int:
-    return ProductionEvent.objects.exclude(status=ProductionEvent.Status.SYNCED).count()
 
 
 @dataclass(frozen=True)

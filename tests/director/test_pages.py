@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from devices import services
 from director.dom import device_card_id
-from tests.support.api import IPHONE_LENSES, register_device
+from tests.support.api import IPHONE_LENSES, record_beat, register_device
 
 pytestmark = pytest.mark.django_db
 
@@ -101,26 +101,8 @@ def test_the_session_list_has_an_empty_state(operator_client: Client) -> None:
 
 
 def test_warnings_show_on_the_card(operator_client: Client) -> None:
-    from django.utils import timezone
-
     device = _device()
-    services.device_heartbeat(
-        device_id=device.pk,
-        received_at=timezone.now(),
-        beat=services.Heartbeat(
-            sent_at=1e9,
-            battery=0.1,
-            charging=False,
-            thermal="serious",
-            lens="wide",
-            zoom=1.0,
-            orientation="portrait",
-            flip_horizontal=False,
-            flip_vertical=False,
-            storage_free_mb=100,
-            fps=30.0,
-        ),
-    )
+    record_beat(device.pk, sent_at=1e9, battery=0.1, thermal="serious", orientation="portrait")
     html = operator_client.get(reverse("director:registry")).content.decode()
     assert "Running hot" in html
     assert "Battery below 20" in html

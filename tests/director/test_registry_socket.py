@@ -16,7 +16,7 @@ from devices import services
 from director.consumers import CLOSE_LOGIN_REQUIRED
 from director.dom import device_card_id
 from motionmix.asgi import application
-from tests.support.api import heartbeat_body, register_device
+from tests.support.api import record_beat, register_device
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,29 +47,6 @@ async def _operator_socket() -> WebsocketCommunicator:
 
 def _register(install_id: str, name: str) -> services.Registration:
     return register_device(install_id, name=name)
-
-
-def _beat(device_id: Any, **overrides: Any) -> None:
-    from django.utils import timezone
-
-    body = heartbeat_body(**overrides)
-    services.device_heartbeat(
-        device_id=device_id,
-        received_at=timezone.now(),
-        beat=services.Heartbeat(
-            sent_at=body["sent_at"],
-            battery=body["battery"],
-            charging=body["charging"],
-            thermal=body["thermal"],
-            lens=body["lens"],
-            zoom=body["zoom"],
-            orientation=body["orientation"],
-            flip_horizontal=False,
-            flip_vertical=False,
-            storage_free_mb=body["storage_free_mb"],
-            fps=body["fps"],
-        ),
-    )
 
 
 async def _receive_until(communicator: WebsocketCommunicator, needle: str) -> str:
@@ -123,7 +100,7 @@ async def test_a_new_device_is_appended_and_a_known_one_replaced() -> None:
         card = device_card_id(reg.device.pk)
         pushed = await _receive_until(communicator, card)
         assert 'hx-swap-oob="beforeend:#device-cards"' in pushed
-        await sync_to_async(_beat)(reg.device.pk, battery=0.15, thermal="critical")
+        await sync_to_async(record_beat)(reg.device.pk, battery=0.15, thermal="critical")
         pushed = await _receive_until(communicator, "Critical heat")
         assert re.search(rf'id="{card}"[^>]*data-status="online"[^>]*hx-swap-oob="true"', pushed)
         assert "Battery below 20" in pushed
@@ -153,7 +130,7 @@ async def test_a_burst_of_heartbeats_renders_the_card_once_per_window(settings: 
         await communicator.receive_from(timeout=5)
         started = time.monotonic()
         for i in range(20):
-            await sync_to_async(_beat)(reg.device.pk, battery=0.9 - i * 0.01)
+            await sync_to_async(record_beat)(reg.device.pk, battery=0.9 - i * 0.01)
         burst_s = time.monotonic() - started
         renders = []
         with contextlib.suppress(asyncio.TimeoutError):

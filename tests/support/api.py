@@ -71,3 +71,14 @@ def register_device(
     if not online:
         services.device_mark_offline(device_id=registration.device.pk, reason="test")
     return registration
+
+
+def record_beat(device_id: Any, **overrides: Any) -> Any:
+    """Store one heartbeat through the service, its body parsed as the API parses it."""
+    from django.utils import timezone
+
+    from devices import services
+    from devices.api import HeartbeatIn, heartbeat_from_schema
+
+    beat = heartbeat_from_schema(HeartbeatIn.model_validate(heartbeat_body(**overrides)))
+    return services.device_heartbeat(device_id=device_id, received_at=timezone.now(), beat=beat)
