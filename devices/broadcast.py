@@ -21,7 +21,16 @@ class PairingChanged(TypedDict):
     type: Literal["pairing.changed"]
 
 
-def _send(group: str, message: DevicesChanged | PairingChanged) -> None:
+class CommandsReady(TypedDict):
+    type: Literal["commands.ready"]
+
+
+def device_group(device_id: UUID | str) -> str:
+    """The group of whatever delivers to this device: its socket, or a long poll waiting."""
+    return f"device-{device_id}"
+
+
+def _send(group: str, message: DevicesChanged | PairingChanged | CommandsReady) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
@@ -48,3 +57,8 @@ def devices_changed(*, device_ids: list[UUID]) -> None:
 
 def pairing_changed() -> None:
     _send(FLEET_GROUP, PairingChanged(type="pairing.changed"))
+
+
+def commands_ready(*, device_id: UUID) -> None:
+    """Wake the device's socket or long poll: it has commands queued."""
+    _send(device_group(device_id), CommandsReady(type="commands.ready"))

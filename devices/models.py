@@ -32,6 +32,15 @@ class Device(models.Model):
         FACE_DOWN = "face_down", "Face down"
         UNKNOWN = "unknown", "Unknown"
 
+    class PlacementSource(models.TextChoices):
+        OPERATOR = "operator", "Set by the operator"
+        DEVICE = "device", "Reported by the device"
+
+    class Tally(models.TextChoices):
+        OFF = "off", "Off"
+        PREVIEW = "preview", "Preview"
+        LIVE = "live", "Live"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     install_id = models.CharField(max_length=128, unique=True)
     name = models.CharField(max_length=64)
@@ -60,6 +69,20 @@ class Device(models.Model):
     storage_free_mb = models.PositiveIntegerField(null=True, blank=True)
     fps = models.FloatField(null=True, blank=True)
 
+    # Placement around the subject: azimuth 0 = the subject's front, clockwise from above.
+    azimuth_deg = models.FloatField(null=True, blank=True)
+    distance_m = models.FloatField(null=True, blank=True)
+    height_m = models.FloatField(null=True, blank=True)
+    placement_source = models.CharField(max_length=16, choices=PlacementSource.choices, blank=True)
+    placed_at = models.DateTimeField(null=True, blank=True)
+
+    # The server's estimate of this device's clock (device - server), from heartbeat round trips.
+    clock_offset_s = models.FloatField(null=True, blank=True)
+    clock_delay_s = models.FloatField(null=True, blank=True)
+    clock_sampled_at = models.DateTimeField(null=True, blank=True)
+
+    tally = models.CharField(max_length=8, choices=Tally.choices, default=Tally.OFF)
+
     class Meta:
         ordering = ["name", "registered_at"]
 
@@ -85,6 +108,18 @@ class Device(models.Model):
     @property
     def lens_ids(self) -> list[str]:
         return [lens["id"] for lens in self.lenses]
+
+    @property
+    def is_placed(self) -> bool:
+        return self.azimuth_deg is not None
+
+    def lens_hfov_deg(self, lens_id: str | None = None) -> float | None:
+        """The horizontal field of view of a lens (default: the active one), as registered."""
+        wanted = lens_id or self.lens
+        for lens in self.lenses:
+            if lens["id"] == wanted:
+                return float(lens["hfov_deg"])
+        return None
 
 
 class PairingCode(models.Model):
@@ -120,8 +155,16 @@ class PairingFailure(models.Model):
 
 
 class DeviceCommand(models.Model):
-    """A command for one device. Delivery and acknowledgement arrive with the control issue;
-    the heartbeat already reports how many are waiting."""
+    """A command for one device: queued, delivered once (socket or long poll), then
+    acknowledged. Only `devices/services/commands.py` changes its state."""
+
+    class Type(models.TextChoices):
+        SET_LENS = "set_lens", "Set lens"
+        SET_FLIP = "set_flip", "Set flip"
+        CAPTURE_STILL = "capture_still", "Capture still"
+        START_PUBLISH = "start_publish", "Start publishing"
+        STOP_PUBLISH = "stop_publish", "Stop publishing"
+        TALLY = "tally", "Tally"
 
     class State(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -131,19 +174,66 @@ class DeviceCommand(models.Model):
         REJECTED = "rejected", "Rejected"
         EXPIRED = "expired", "Expired"
 
+    class Via(models.TextChoices):
+        SOCKET = "socket", "WebSocket"
+        POLL = "poll", "Long poll"
+
+    OPEN_STATES = (State.QUEUED, State.DELIVERED)
+    FINAL_STATES = (State.DONE, State.FAILED, State.REJECTED, State.EXPIRED)
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="commands")
-    type = models.CharField(max_length=32)
+    type = models.CharField(max_length=32, choices=Type.choices)
     args = models.JSONField(default=dict)
     state = models.CharField(
         max_length=16, choices=State.choices, default=State.QUEUED, db_index=True
     )
     issued_at = models.DateTimeField()
-    fire_at = models.DateTimeField(null=True, blank=True)
+    fire_at = models.DateTimeField(null=True, blank=True, help_text="Server clock.")
     expires_at = models.DateTimeField()
+    # Commands sent together (capture all) share a batch; stills find their siblings by it.
+    batch = models.UUIDField(null=True, blank=True, db_index=True)
+    # The photoshoot session the command was issued for, if any (director owns sessions).
+    session_id = models.UUIDField(null=True, blank=True, db_index=True)
+    issued_by = models.CharField(max_length=150, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivered_via = models.CharField(max_length=8, choices=Via.choices, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True, help_text="Ack or expiry, server.")
+    done_at = models.FloatField(null=True, blank=True, help_text="Device clock, unix s.")
+    detail = models.TextField(blank=True)
 
     class Meta:
         ordering = ["issued_at"]
+        indexes = [models.Index(fields=["device", "state", "issued_at"])]
 
     def __str__(self) -> str:
         return f"{self.type} → {self.device_id}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in self.OPEN_STATES
+
+
+class ClockSample(models.Model):
+    """One NTP-style exchange between a device and the server (heartbeat round trip).
+
+    t0 `sent_at` and t3 `returned_at` are on the device's clock, t1 `received_at` and t2
+    `server_time` on the server's. offset = device clock - server clock; delay = the round trip
+    minus the server's time in hand. The training export maps device times with these.
+    """
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="clock_samples")
+    at = models.DateTimeField(help_text="When the server stored the sample.")
+    sent_at = models.FloatField()
+    received_at = models.FloatField()
+    server_time = models.FloatField()
+    returned_at = models.FloatField()
+    offset_s = models.FloatField()
+    delay_s = models.FloatField()
+
+    class Meta:
+        ordering = ["at"]
+        indexes = [models.Index(fields=["device", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} offset {self.offset_s * 1000:.1f} ms"

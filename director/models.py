@@ -54,3 +54,61 @@ class PhotoshootSession(models.Model):
         from django.utils import timezone
 
         return ((self.ended_at or timezone.now()) - self.started_at).total_seconds()
+
+
+class Still(models.Model):
+    """A full-resolution still from one camera. The original bytes are kept as uploaded; the
+    row holds what the camera was doing when it fired. Only `director/stills` writes it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(
+        PhotoshootSession, null=True, blank=True, on_delete=models.PROTECT, related_name="stills"
+    )
+    device = models.ForeignKey("devices.Device", on_delete=models.PROTECT, related_name="stills")
+    command = models.ForeignKey(
+        "devices.DeviceCommand",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="stills",
+    )
+    # Shared by the stills of one capture-all: the strip shows their spread.
+    batch = models.UUIDField(null=True, blank=True, db_index=True)
+    seq = models.PositiveIntegerField(help_text="Per session and device, from 1.")
+    sha256 = models.CharField(max_length=64, unique=True)
+    file = models.FileField(max_length=300)
+    thumbnail = models.FileField(max_length=300, blank=True)
+    content_type = models.CharField(max_length=32)
+    size_bytes = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    thumb_width = models.PositiveIntegerField(null=True, blank=True)
+    thumb_height = models.PositiveIntegerField(null=True, blank=True)
+
+    captured_at_device = models.FloatField(help_text="Device clock, unix s, as reported.")
+    captured_at = models.DateTimeField(help_text="Mapped to the server's clock.")
+    clock_offset_s = models.FloatField(null=True, blank=True, help_text="The offset used.")
+    received_at = models.DateTimeField()
+
+    # What the camera was doing when it fired.
+    lens = models.CharField(max_length=32)
+    zoom = models.FloatField()
+    flip_horizontal = models.BooleanField(default=False)
+    flip_vertical = models.BooleanField(default=False)
+    orientation = models.CharField(max_length=24, blank=True)
+    azimuth_deg = models.FloatField(null=True, blank=True)
+    distance_m = models.FloatField(null=True, blank=True)
+    height_m = models.FloatField(null=True, blank=True)
+    meta = models.JSONField(default=dict, help_text="The meta part as the device sent it.")
+
+    class Meta:
+        ordering = ["-captured_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "device", "seq"], name="still_seq_unique_per_session_device"
+            )
+        ]
+        indexes = [models.Index(fields=["session", "captured_at"])]
+
+    def __str__(self) -> str:
+        return f"still {self.seq} of {self.device_id}"

@@ -46,6 +46,79 @@ CATALOGUE: dict[str, EventType] = {
             "last_seen_at",
         ),
         _type(
+            "device.placed",
+            "A camera's placement around the subject changed. Payload: azimuth_deg, "
+            "distance_m, height_m (each a number or null), source (operator|device).",
+            "azimuth_deg",
+            "distance_m",
+            "height_m",
+            "source",
+        ),
+        _type(
+            "command.sent",
+            "A command was queued for a device. Payload: command_id, command (type), args, "
+            "fire_at and expires_at (unix s, server clock; fire_at may be null), batch (id of "
+            "a capture-all, or null), issued_by.",
+            "command_id",
+            "command",
+            "args",
+            "fire_at",
+            "expires_at",
+            "batch",
+            "issued_by",
+        ),
+        _type(
+            "command.delivered",
+            "A device received a command. Payload: command_id, command, via (socket|poll), "
+            "latency_s (issue to delivery).",
+            "command_id",
+            "command",
+            "via",
+            "latency_s",
+        ),
+        _type(
+            "command.acked",
+            "A device carried out a command. Payload: command_id, command, detail, done_at "
+            "(device clock, unix s, or null).",
+            "command_id",
+            "command",
+            "detail",
+            "done_at",
+        ),
+        _type(
+            "command.failed",
+            "A device could not, or would not, carry out a command. Payload: command_id, "
+            "command, status (failed|rejected), detail, done_at.",
+            "command_id",
+            "command",
+            "status",
+            "detail",
+            "done_at",
+        ),
+        _type(
+            "command.expired",
+            "A command's time ran out before the device acknowledged it; it is never delivered "
+            "after this. Payload: command_id, command, was (queued|delivered).",
+            "command_id",
+            "command",
+            "was",
+        ),
+        _type(
+            "still.captured",
+            "A still arrived from a camera. Payload: still_id, sha256, size_bytes, lens, zoom, "
+            "flip ({horizontal, vertical}), captured_at (unix s, server clock), command_id, "
+            "batch.",
+            "still_id",
+            "sha256",
+            "size_bytes",
+            "lens",
+            "zoom",
+            "flip",
+            "captured_at",
+            "command_id",
+            "batch",
+        ),
+        _type(
             "session.created",
             "An operator created a draft session. Payload: name, operator.",
             "name",

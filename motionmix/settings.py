@@ -241,6 +241,16 @@ MOTIONMIX_PAIRING_MAX_FAILURES = 10
 MOTIONMIX_PAIRING_FAILURE_WINDOW_S = 60
 # How the operator's page coalesces bursts of card updates (heartbeats) before rendering.
 MOTIONMIX_PUSH_COALESCE_S = float(os.environ.get("MOTIONMIX_PUSH_COALESCE_S", "0.15"))
+# Commands a device has not acknowledged within this time expire (capture: after fire_at).
+MOTIONMIX_COMMAND_TTL_S = float(os.environ.get("MOTIONMIX_COMMAND_TTL_S", "15"))
+# A capture-all fires this far ahead at least, more when a camera's recent delivery was slow.
+MOTIONMIX_CAPTURE_MIN_LEAD_S = float(os.environ.get("MOTIONMIX_CAPTURE_MIN_LEAD_S", "0.3"))
+MOTIONMIX_CAPTURE_MAX_LEAD_S = 3.0
+# Stills: the largest upload taken, and where files go inside the storage.
+MOTIONMIX_STILL_MAX_BYTES = int(os.environ.get("MOTIONMIX_STILL_MAX_BYTES", str(80 * 1024 * 1024)))
+MOTIONMIX_STILL_NAME_TEMPLATE = os.environ.get(
+    "MOTIONMIX_STILL_NAME_TEMPLATE", "{session}/{device}/{seq:04d}_{lens}.{ext}"
+)
 # The address devices are told to reach, printed in the pairing QR code.
 MOTIONMIX_PUBLIC_URL = os.environ.get("MOTIONMIX_PUBLIC_URL", "")
 

@@ -1,4 +1,4 @@
-"""Every change of state of the camera fleet. Nothing else writes these fields."""
+"""Pairing, registration, heartbeats and presence. Nothing else writes these fields."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 import ledger
-from devices import broadcast
-from devices.models import Device, PairingCode, PairingFailure
+from devices import broadcast, clock
+from devices.models import ClockSample, Device, PairingCode, PairingFailure
 
 # No 0/O, 1/I/L, 2/Z, 5/S, 8/B: the code is read off a screen and typed on a phone.
 PAIRING_ALPHABET = "34679ACDEFGHJKMNPQRTUVWXY"
@@ -180,6 +180,16 @@ def device_register(
 
 
 @dataclass(frozen=True)
+class RoundTrip:
+    """The device's previous heartbeat exchange, for the clock estimate (see devices/clock.py)."""
+
+    sent_at: float
+    received_at: float
+    server_time: float
+    returned_at: float
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     sent_at: float
     battery: float
@@ -192,6 +202,7 @@ class Heartbeat:
     flip_vertical: bool
     storage_free_mb: int
     fps: float
+    round_trip: RoundTrip | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +226,9 @@ STATE_FIELDS = (
     "flip_vertical",
     "storage_free_mb",
     "fps",
+    "clock_offset_s",
+    "clock_delay_s",
+    "clock_sampled_at",
 )
 
 
@@ -247,6 +261,7 @@ def device_heartbeats_record(*, beats: list[BeatIn]) -> list[Device | str]:
     outcomes: list[Device | str] = []
     came_online: dict[UUID, float | None] = {}
     touched: dict[UUID, Device] = {}
+    samples: list[ClockSample] = []
     for item in beats:
         device = devices.get(item.device_id)
         if device is None:
@@ -269,9 +284,14 @@ def device_heartbeats_record(*, beats: list[BeatIn]) -> list[Device | str]:
         behind = (device.last_sent_at or 0.0) - beat.sent_at
         if not 0 < behind <= REORDER_WINDOW_S:
             _apply_beat(device, beat)
+        sample = _clock_update(device, item)
+        if sample is not None:
+            samples.append(sample)
         touched[device.pk] = device
         outcomes.append(device)
     _write_heartbeat_fields(list(touched.values()))
+    if samples:
+        ClockSample.objects.bulk_create(samples)
     for device_id, offline_for in came_online.items():
         ledger.record(
             type="device.online", device_id=device_id, payload={"offline_for_s": offline_for}
@@ -281,6 +301,45 @@ def device_heartbeats_record(*, beats: list[BeatIn]) -> list[Device | str]:
             functools.partial(broadcast.devices_changed, device_ids=list(touched)), robust=True
         )
     return outcomes
+
+
+def _clock_update(device: Device, item: BeatIn) -> ClockSample | None:
+    """Fold this beat into the device's clock estimate; the round-trip sample to keep, if any.
+
+    An implausible round trip (times out of order, too slow, not a recent answer) is ignored:
+    the beat itself is good, only its clock report is not.
+    """
+    current = None
+    if device.clock_offset_s is not None and device.clock_sampled_at is not None:
+        current = clock.Estimate(
+            device.clock_offset_s, device.clock_delay_s, device.clock_sampled_at
+        )
+    trip = item.beat.round_trip
+    kept = None
+    if trip is not None:
+        sample = clock.Sample(trip.sent_at, trip.received_at, trip.server_time, trip.returned_at)
+        if clock.sample_problem(sample, now=item.received_at.timestamp()) is None:
+            candidate = clock.Estimate(sample.offset_s, sample.delay_s, item.received_at)
+            kept = ClockSample(
+                device_id=device.pk,
+                at=item.received_at,
+                sent_at=sample.sent_at,
+                received_at=sample.received_at,
+                server_time=sample.server_time,
+                returned_at=sample.returned_at,
+                offset_s=sample.offset_s,
+                delay_s=sample.delay_s,
+            )
+        else:
+            candidate = None
+    else:
+        one_way = item.beat.sent_at - item.received_at.timestamp()
+        candidate = clock.Estimate(one_way, None, item.received_at)
+    if candidate is not None and clock.better(current, candidate):
+        device.clock_offset_s = candidate.offset_s
+        device.clock_delay_s = candidate.delay_s
+        device.clock_sampled_at = candidate.sampled_at
+    return kept
 
 
 def _apply_beat(device: Device, beat: Heartbeat) -> None:
