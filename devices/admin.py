@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from devices.models import Device, PairingCode, PairingFailure
+from devices.models import ClockSample, Device, DeviceCommand, PairingCode, PairingFailure
 from devices.services import PRESENCE_FIELDS, STATE_FIELDS
 
 
@@ -29,6 +29,12 @@ class DeviceAdmin(admin.ModelAdmin):
         "lenses",
         *PRESENCE_FIELDS,
         *STATE_FIELDS,
+        "azimuth_deg",
+        "distance_m",
+        "height_m",
+        "placement_source",
+        "placed_at",
+        "tally",
     ]
     fields = ["name", "kind", "model", "os_version", "app_version", *readonly_fields]
 
@@ -51,3 +57,30 @@ class PairingFailureAdmin(admin.ModelAdmin):
     list_display = ["address", "at"]
     list_filter = ["at"]
     search_fields = ["address"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows only the services write: the admin shows them and changes nothing."""
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(DeviceCommand)
+class DeviceCommandAdmin(ReadOnlyAdmin):
+    list_display = ["issued_at", "device", "type", "state", "delivered_via", "expires_at"]
+    list_filter = ["state", "type", "delivered_via"]
+    search_fields = ["id", "device__name", "batch"]
+    list_select_related = ["device"]
+
+
+@admin.register(ClockSample)
+class ClockSampleAdmin(ReadOnlyAdmin):
+    list_display = ["at", "device", "offset_s", "delay_s"]
+    list_select_related = ["device"]

@@ -10,22 +10,24 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any, Literal
+from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
-from ninja import NinjaAPI, Schema, Status
+from ninja import NinjaAPI, Query, Schema, Status
 from ninja.decorators import decorate_view
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import HttpBearer
 from pydantic import ConfigDict, Field, field_validator
 
-from devices import selectors, services
-from devices.models import Device
+from devices import delivery, selectors, services
+from devices.models import Device, DeviceCommand
 
 JSON_BODY_LIMIT = 64 * 1024
+MAX_WAIT_S = 25.0
 
 # --- Errors ---------------------------------------------------------------------------------
 
@@ -118,6 +120,16 @@ def _too_many(request: HttpRequest, exc: services.TooManyPairingAttempts) -> Htt
     )
 
 
+@api.exception_handler(services.CommandNotFound)
+def _command_not_found(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error_response(404, "not_found", str(exc))
+
+
+@api.exception_handler(services.CommandConflict)
+def _command_conflict(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error_response(409, "conflict", str(exc))
+
+
 @api.exception_handler(services.HeartbeatRejected)
 def _heartbeat_rejected(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error_response(400, "invalid", str(exc))
@@ -183,6 +195,17 @@ def client_address(request: HttpRequest) -> str:
 # --- Schemas --------------------------------------------------------------------------------
 
 
+Orientation = Literal[
+    "portrait",
+    "portrait_upside_down",
+    "landscape_left",
+    "landscape_right",
+    "face_up",
+    "face_down",
+    "unknown",
+]
+
+
 class StrictSchema(Schema):
     # Wrong types are errors, not coercions: "0.5" is not a battery level. Unknown fields are
     # ignored, so the capture app may add fields before the server knows them.
@@ -233,6 +256,24 @@ class FlipIn(StrictSchema):
     vertical: bool
 
 
+class ClockIn(StrictSchema):
+    """The device's previous heartbeat exchange: t0 and t3 on its clock, t1 and t2 from the
+    server's answer. The server estimates the device's clock offset from these."""
+
+    sent_at: float = Field(ge=1e9, le=4.1e9, allow_inf_nan=False)
+    received_at: float = Field(ge=1e9, le=4.1e9, allow_inf_nan=False)
+    server_time: float = Field(ge=1e9, le=4.1e9, allow_inf_nan=False)
+    returned_at: float = Field(ge=1e9, le=4.1e9, allow_inf_nan=False)
+
+
+class PlacementIn(StrictSchema):
+    """Where the device stands, if it knows (e.g. from an AR anchor); any part may be left out."""
+
+    azimuth_deg: float | None = Field(default=None, ge=-360, le=720, allow_inf_nan=False)
+    distance_m: float | None = Field(default=None, ge=0.1, le=50, allow_inf_nan=False)
+    height_m: float | None = Field(default=None, ge=-5, le=20, allow_inf_nan=False)
+
+
 class HeartbeatIn(StrictSchema):
     # 2001..2100: a phone's clock may be off, but not by decades.
     sent_at: float = Field(
@@ -243,25 +284,58 @@ class HeartbeatIn(StrictSchema):
     thermal: Literal["nominal", "fair", "serious", "critical"]
     lens: str = Field(min_length=1, max_length=32)
     zoom: float = Field(gt=0, le=100, allow_inf_nan=False)
-    orientation: Literal[
-        "portrait",
-        "portrait_upside_down",
-        "landscape_left",
-        "landscape_right",
-        "face_up",
-        "face_down",
-        "unknown",
-    ]
+    orientation: Orientation
     flip: FlipIn
     # The column is a PositiveIntegerField: PostgreSQL's integer stops at 2**31 - 1.
     storage_free_mb: int = Field(ge=0, le=2**31 - 1)
     fps: float = Field(ge=0, le=240, allow_inf_nan=False)
+    clock: ClockIn | None = Field(
+        default=None, description="The previous exchange, for the clock offset estimate."
+    )
+    placement: PlacementIn | None = Field(
+        default=None, description="The device's own idea of where it stands, if it has one."
+    )
 
 
 class HeartbeatOut(Schema):
     server_time: float
     received_at: float
     pending_commands: int
+    clock_offset_s: float | None = Field(
+        description="The server's estimate of device clock minus server clock, in seconds."
+    )
+
+
+class CommandOut(Schema):
+    id: str
+    type: str
+    args: dict[str, Any]
+    issued_at: float = Field(description="Server clock, unix s.")
+    fire_at: float | None = Field(description="Server clock, unix s; null: at once.")
+    expires_at: float = Field(description="Server clock, unix s; do not act after this.")
+    clock_offset_s: float | None = Field(
+        description="Device clock minus server clock as the server estimates it: fire at "
+        "fire_at + clock_offset_s on the device's clock."
+    )
+
+
+class CommandsOut(Schema):
+    commands: list[CommandOut]
+    clock_offset_s: float | None
+
+
+class AckIn(StrictSchema):
+    status: Literal["done", "failed", "rejected"]
+    detail: str = Field(default="", max_length=2000)
+    done_at: float | None = Field(
+        default=None, ge=1e9, le=4.1e9, allow_inf_nan=False, description="Device clock, unix s."
+    )
+
+
+class AckOut(Schema):
+    id: str
+    state: str
+    changed: bool
 
 
 class ErrorOut(Schema):
@@ -287,6 +361,17 @@ def heartbeat_from_schema(beat: HeartbeatIn) -> services.Heartbeat:
         flip_vertical=beat.flip.vertical,
         storage_free_mb=beat.storage_free_mb,
         fps=beat.fps,
+        placement=None
+        if beat.placement is None
+        else services.ReportedPlacement(**beat.placement.model_dump()),
+        round_trip=None
+        if beat.clock is None
+        else services.RoundTrip(
+            sent_at=beat.clock.sent_at,
+            received_at=beat.clock.received_at,
+            server_time=beat.clock.server_time,
+            returned_at=beat.clock.returned_at,
+        ),
     )
 
 
@@ -326,11 +411,50 @@ def register(request: HttpRequest, payload: RegisterIn) -> Status[dict[str, Any]
 def heartbeat(request: HttpRequest, beat: HeartbeatIn) -> dict[str, Any]:
     received_at = timezone.now()
     device = _device(request)
-    services.device_heartbeat(
+    stored = services.device_heartbeat(
         device_id=device.pk, received_at=received_at, beat=heartbeat_from_schema(beat)
     )
     return {
         "server_time": time.time(),
         "received_at": received_at.timestamp(),
         "pending_commands": selectors.command_pending_count(device_id=device.pk),
+        "clock_offset_s": stored.clock_offset_s,
     }
+
+
+@api.get(
+    "/devices/commands",
+    auth=device_auth,
+    response={200: CommandsOut, **ERRORS},
+    summary="Long poll for commands",
+    description="Answers as soon as the device has commands queued, or with none after `wait` "
+    "seconds. Each command is handed out once (here or on the device WebSocket) and never "
+    "after it expires.",
+)
+async def commands(
+    request: HttpRequest, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)
+) -> dict[str, Any]:
+    device = _device(request)
+    claimed = await delivery.commands_wait(
+        device_id=device.pk, wait_s=wait, via=DeviceCommand.Via.POLL
+    )
+    offset = await delivery.clock_offset(device_id=device.pk)
+    return {
+        "commands": [delivery.command_json(c, offset) for c in claimed],
+        "clock_offset_s": offset,
+    }
+
+
+@api.post(
+    "/devices/commands/{command_id}/ack",
+    auth=device_auth,
+    response={200: AckOut, **ERRORS},
+    summary="Acknowledge a command",
+    description="Idempotent: the same answer again changes nothing (changed: false).",
+)
+@decorate_view(json_body())
+def ack(request: HttpRequest, command_id: UUID, payload: AckIn) -> dict[str, Any]:
+    command, changed = services.command_ack(
+        device_id=_device(request).pk, command_id=command_id, **payload.model_dump()
+    )
+    return {"id": str(command.pk), "state": command.state, "changed": changed}

@@ -62,7 +62,7 @@ UNAUTHORIZED = _error(
 )
 
 
-def _format_errors(exc: ValidationError) -> str:
+def format_errors(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ())) or "body"
@@ -138,6 +138,7 @@ class HeartbeatWriter:
                     DeviceCommand.objects.filter(
                         device_id__in={o.pk for o in outcomes if isinstance(o, Device)},
                         state=DeviceCommand.State.QUEUED,
+                        expires_at__gt=timezone.now(),
                     )
                     .values("device_id")
                     .annotate(n=Count("pk"))
@@ -153,6 +154,7 @@ class HeartbeatWriter:
                         {
                             "received_at": item.received_at.timestamp(),
                             "pending_commands": pending.get(outcome.pk, 0),
+                            "clock_offset_s": outcome.clock_offset_s,
                         },
                     )
         except DatabaseError as exc:
@@ -195,7 +197,7 @@ def writer_for(loop: asyncio.AbstractEventLoop) -> HeartbeatWriter:
     return writer
 
 
-async def _respond(send: Send, status: int, body: dict[str, Any], **headers: str) -> None:
+async def respond(send: Send, status: int, body: dict[str, Any], **headers: str) -> None:
     payload = json.dumps(body).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     raw += [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
@@ -219,7 +221,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-def _refuse_transport(scope: Scope, headers: dict[bytes, bytes]) -> dict[str, str] | None:
+def transport_refusal(scope: Scope, headers: dict[bytes, bytes]) -> dict[str, str] | None:
     """What Django's middleware would refuse before the view: a foreign Host, plain HTTP where
     HTTPS is required."""
     host = headers.get(b"host", b"").decode("latin-1")
@@ -232,7 +234,7 @@ def _refuse_transport(scope: Scope, headers: dict[bytes, bytes]) -> dict[str, st
 
 
 def _is_secure(scope: Scope, headers: dict[bytes, bytes]) -> bool:
-    if scope.get("scheme") == "https":
+    if scope.get("scheme") in ("https", "wss"):
         return True
     proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
     if proxy:
@@ -241,27 +243,49 @@ def _is_secure(scope: Scope, headers: dict[bytes, bytes]) -> bool:
     return False
 
 
+def bearer_token(headers: dict[bytes, bytes]) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or ""."""
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+async def unauthorized(send: Send) -> None:
+    status, body = UNAUTHORIZED
+    await respond(send, status, body, www_authenticate='Bearer realm="motionmix-devices"')
+
+
+async def check_call(
+    scope: Scope, send: Send, *, method: str
+) -> tuple[dict[bytes, bytes], str] | None:
+    """What every device call on a fast path checks first, in the order Django would: the
+    method, the transport (Host, HTTPS), and that a bearer token is there at all. Answers the
+    refusal itself and returns None, or returns the headers and the token."""
+    if scope["method"] != method:
+        await respond(
+            send, 405, {"error": "method_not_allowed", "detail": f"Use {method}."}, allow=method
+        )
+        return None
+    headers = dict(scope["headers"])
+    refusal = transport_refusal(scope, headers)
+    if refusal is not None:
+        await respond(send, 400, refusal)
+        return None
+    token = bearer_token(headers)
+    if not token:
+        await unauthorized(send)
+        return None
+    return headers, token
+
+
 async def heartbeat_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """POST /api/v1/devices/heartbeat, with the contract's statuses and error body."""
-    if scope["method"] != "POST":
-        await _respond(
-            send, 405, {"error": "method_not_allowed", "detail": "Use POST."}, allow="POST"
-        )
+    checked = await check_call(scope, send, method="POST")
+    if checked is None:
         return
-    headers = dict(scope["headers"])
-    refusal = _refuse_transport(scope, headers)
-    if refusal is not None:
-        await _respond(send, 400, refusal)
-        return
-    auth = headers.get(b"authorization", b"").decode("latin-1")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        status, body = UNAUTHORIZED
-        await _respond(send, status, body, www_authenticate='Bearer realm="motionmix-devices"')
-        return
+    headers, token = checked
     content_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
     if content_type != "application/json":
-        await _respond(
+        await respond(
             send,
             415,
             {
@@ -273,7 +297,7 @@ async def heartbeat_endpoint(scope: Scope, receive: Receive, send: Send) -> None
     declared = int(headers.get(b"content-length", b"0") or 0)
     body = None if declared > JSON_BODY_LIMIT else await _read_body(receive, JSON_BODY_LIMIT)
     if body is None:
-        await _respond(
+        await respond(
             send,
             413,
             {"error": "too_large", "detail": f"The body is over {JSON_BODY_LIMIT} bytes."},
@@ -282,23 +306,21 @@ async def heartbeat_endpoint(scope: Scope, receive: Receive, send: Send) -> None
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        await _respond(
+        await respond(
             send, 400, {"error": "bad_json", "detail": f"The body is not valid JSON: {exc}."}
         )
         return
     if not isinstance(data, dict):
-        await _respond(
-            send, 400, {"error": "bad_json", "detail": "The body must be a JSON object."}
-        )
+        await respond(send, 400, {"error": "bad_json", "detail": "The body must be a JSON object."})
         return
     try:
         beat = HeartbeatIn.model_validate(data)
     except ValidationError as exc:
-        await _respond(send, 400, {"error": "invalid", "detail": _format_errors(exc)})
+        await respond(send, 400, {"error": "invalid", "detail": format_errors(exc)})
         return
     loop = asyncio.get_running_loop()
     item = Beat(
-        token_hash=services.hash_token(token.strip()),
+        token_hash=services.hash_token(token),
         beat=heartbeat_from_schema(beat),
         received_at=timezone.now(),
         future=loop.create_future(),
@@ -308,4 +330,4 @@ async def heartbeat_endpoint(scope: Scope, receive: Receive, send: Send) -> None
     if status == 200:
         answer = {"server_time": time.time(), **answer}
     extra = {"www_authenticate": 'Bearer realm="motionmix-devices"'} if status == 401 else {}
-    await _respond(send, status, answer, **extra)
+    await respond(send, status, answer, **extra)

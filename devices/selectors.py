@@ -3,6 +3,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from devices.models import Device, DeviceCommand
 from devices.services import hash_token, offline_cutoff
@@ -32,5 +33,7 @@ def device_ids_stale() -> list[UUID]:
 
 def command_pending_count(*, device_id: UUID) -> int:
     return DeviceCommand.objects.filter(
-        device_id=device_id, state=DeviceCommand.State.QUEUED
+        device_id=device_id,
+        state=DeviceCommand.State.QUEUED,
+        expires_at__gt=timezone.now(),
     ).count()

@@ -3,19 +3,38 @@
 Each one pairs with the current code, registers, then heartbeats at the interval the server
 asks for. Batteries drain (and charge once plugged in), phones warm up and cool down, and each
 phone's clock is off from the server's by a few hundred ms, as real phones' clocks are.
+
+They take commands as the capture app does: odd-numbered phones over the device WebSocket,
+even-numbered ones by long poll, so both delivery paths run (a phone whose socket cannot
+connect falls back to the long poll). They change lens and flip, keep the tally, and capture
+real JPEG stills, which they upload before acknowledging.
+
+Clocks: a phone knows only its own clock (`device_clock()`, the true time plus its offset).
+Every time it sends (`sent_at`, `returned_at`, `captured_at`, `done_at`) is on that clock, and
+a server time (`fire_at`, `expires_at`) is mapped onto it with the server's estimate of the
+offset (`clock_offset_s`, learnt from the heartbeat round trips the phone reports), never with
+the simulation's true offset. A capture-all therefore lines up only as well as that estimate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from devices import clock
+from devices.lenses import LensRefused, lens_plan
+from devices.simulator_camera import DEFAULT_STILL_SIZE, StillSpec, effective_hfov_deg
+from devices.simulator_link import RETRY_FIRST_S, RETRY_MAX_S, Capture, Command, PhoneLink
 
 logger = logging.getLogger("motionmix.simulator")
 
@@ -39,7 +58,13 @@ MODELS: list[tuple[str, list[dict[str, Any]]]] = [
 ]
 THERMAL_STATES = ["nominal", "fair", "serious", "critical"]
 
+SOCKET_PATH = "/ws/v1/device/"
+
 CodeSource = Callable[[], Awaitable[str]]
+
+
+def _on_off(value: bool) -> str:
+    return "on" if value else "off"
 
 
 @dataclass
@@ -55,13 +80,26 @@ class VirtualIPhone:
     thermal: int = 0
     lens: str = "wide"
     zoom: float = 1.0
+    flip_horizontal: bool = False
+    flip_vertical: bool = False
+    orientation: str = "landscape_left"
+    tally: str = "off"
     storage_free_mb: int = 64_000
-    clock_offset_s: float = 0.0
+    clock_offset_s: float = 0.0  # the truth of the simulation; the phone itself never reads it
+    offset_estimate_s: float | None = None  # the server's estimate, as last told
+    last_exchange: clock.Sample | None = None
     token: str = ""
     device_id: str = ""
     interval_s: float = 2.0
+    still_size: tuple[int, int] = DEFAULT_STILL_SIZE
     beats: int = 0
     errors: int = 0
+    commands_done: int = 0
+    stills_taken: int = 0
+    stills_uploaded: int = 0
+    captures: deque[Capture] = field(default_factory=lambda: deque(maxlen=100))
+    beat_now: asyncio.Event = field(default_factory=asyncio.Event)
+    register_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.name = f"Cam {self.index}"
@@ -74,8 +112,50 @@ class VirtualIPhone:
     def install_id(self) -> str:
         return f"{self.install_prefix}-{self.index}"
 
+    @property
+    def prefers_socket(self) -> bool:
+        return self.index % 2 == 1
+
+    @property
+    def label(self) -> str:
+        # The tally is in every log line: it is what the operator's room sees of this camera.
+        return self.name if self.tally == "off" else f"{self.name} [{self.tally}]"
+
     def device_clock(self) -> float:
         return time.time() + self.clock_offset_s
+
+    def device_time(self, server_unix: float, offset_s: float | None = None) -> float:
+        """A server time on this phone's clock, with the given estimate or the latest one."""
+        estimate = offset_s if offset_s is not None else self.offset_estimate_s
+        return server_unix + (estimate or 0.0)
+
+    def fire_time(self, command: Command) -> float:
+        if command.fire_at is None:
+            return self.device_clock()
+        return self.device_time(command.fire_at, command.clock_offset_s)
+
+    def has_expired(self, command: Command) -> bool:
+        return self.device_clock() >= self.device_time(command.expires_at, command.clock_offset_s)
+
+    def record_exchange(
+        self, *, sent_at: float, answer: dict[str, Any], returned_at: float
+    ) -> None:
+        """Keep the round trip for the next beat, and the server's offset estimate."""
+        try:
+            exchange = clock.Sample(
+                sent_at=sent_at,
+                received_at=float(answer["received_at"]),
+                server_time=float(answer["server_time"]),
+                returned_at=returned_at,
+            )
+        except (KeyError, TypeError, ValueError):
+            return
+        self.last_exchange = exchange
+        if answer.get("clock_offset_s") is not None:
+            self.offset_estimate_s = float(answer["clock_offset_s"])
+        elif self.offset_estimate_s is None:
+            # A server that estimates nothing: the phone's own estimate beats assuming zero.
+            self.offset_estimate_s = exchange.offset_s
 
     def register_body(self, code: str) -> dict[str, Any]:
         return {
@@ -90,18 +170,21 @@ class VirtualIPhone:
         }
 
     def heartbeat_body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "sent_at": self.device_clock(),
             "battery": round(self.battery, 4),
             "charging": self.charging,
             "thermal": THERMAL_STATES[self.thermal],
             "lens": self.lens,
             "zoom": self.zoom,
-            "orientation": "landscape_left",
-            "flip": {"horizontal": False, "vertical": False},
+            "orientation": self.orientation,
+            "flip": {"horizontal": self.flip_horizontal, "vertical": self.flip_vertical},
             "storage_free_mb": self.storage_free_mb,
             "fps": 30.0,
         }
+        if self.last_exchange is not None:
+            body["clock"] = dataclasses.asdict(self.last_exchange)
+        return body
 
     def age(self) -> None:
         """One interval of a phone's life on a stand."""
@@ -120,6 +203,49 @@ class VirtualIPhone:
             self.thermal -= 1
         self.storage_free_mb = max(0, self.storage_free_mb - self.rng.randint(0, 3))
 
+    def set_lens(self, args: dict[str, Any]) -> str:
+        """Switch lens; returns the ack detail. Raises ValueError with the rejection detail."""
+        zoom = args.get("zoom")
+        if isinstance(zoom, bool) or not isinstance(zoom, int | float) or zoom <= 0:
+            raise ValueError(f"set_lens needs a positive zoom, not {zoom!r}")
+        lens = args.get("lens")
+        if lens is None:
+            # An older server sends only the zoom: choose the lens as the contract says.
+            try:
+                lens = lens_plan(self.lenses, float(zoom), device_name=self.name).lens
+            except LensRefused as exc:
+                raise ValueError(str(exc)) from None
+        if lens not in {item["id"] for item in self.lenses}:
+            raise ValueError(f"this {self.model} has no {lens} lens")
+        self.lens, self.zoom = str(lens), float(zoom)
+        return f"{self.lens} at {self.zoom:g}x"
+
+    def set_flip(self, args: dict[str, Any]) -> str:
+        horizontal, vertical = args.get("horizontal"), args.get("vertical")
+        if not isinstance(horizontal, bool) or not isinstance(vertical, bool):
+            raise ValueError("set_flip needs horizontal and vertical, each true or false")
+        self.flip_horizontal, self.flip_vertical = horizontal, vertical
+        return f"flip horizontal {_on_off(horizontal)}, vertical {_on_off(vertical)}"
+
+    def still_spec(self, captured_at: float) -> StillSpec:
+        """What the camera sees at the instant it fires: taken before any await."""
+        self.stills_taken += 1
+        native = next(item for item in self.lenses if item["id"] == self.lens)
+        digital = self.zoom / float(native["zoom"])
+        return StillSpec(
+            camera=self.name,
+            model=self.model,
+            index=self.index,
+            lens=self.lens,
+            zoom=self.zoom,
+            hfov_deg=effective_hfov_deg(float(native["hfov_deg"]), digital),
+            flip_horizontal=self.flip_horizontal,
+            flip_vertical=self.flip_vertical,
+            captured_at=captured_at,
+            sequence=self.stills_taken,
+            size=self.still_size,
+        )
+
 
 class Simulator:
     def __init__(
@@ -130,8 +256,10 @@ class Simulator:
         code_source: CodeSource,
         install_prefix: str = "sim-iphone",
         seed: int | None = None,
+        still_size: tuple[int, int] = DEFAULT_STILL_SIZE,
     ) -> None:
         self.url = url.rstrip("/")
+        self.socket_url = "ws" + self.url.removeprefix("http") + SOCKET_PATH
         self.code_source = code_source
         rng = random.Random(seed)  # noqa: S311 - a simulation, not a secret
         self.phones = [
@@ -139,15 +267,25 @@ class Simulator:
                 index=i + 1,
                 install_prefix=install_prefix,
                 rng=random.Random(rng.random()),  # noqa: S311
+                still_size=still_size,
             )
             for i in range(count)
         ]
+        self.links = {phone.index: PhoneLink(self, phone) for phone in self.phones}
         self.stopping = asyncio.Event()
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        assert self._client is not None, "the simulator is not running"
+        return self._client
 
     async def run(self, *, duration_s: float | None = None) -> None:
-        limits = httpx.Limits(max_connections=max(10, len(self.phones)))
+        # Per phone, a heartbeat, a long poll, an upload and an ack may be in flight at once.
+        limits = httpx.Limits(max_connections=4 * len(self.phones) + 8)
         async with httpx.AsyncClient(base_url=self.url, timeout=10.0, limits=limits) as client:
-            tasks = [asyncio.create_task(self._live(client, phone)) for phone in self.phones]
+            self._client = client
+            tasks = [asyncio.create_task(self._live(phone)) for phone in self.phones]
             try:
                 if duration_s is None:
                     await self.stopping.wait()
@@ -159,65 +297,117 @@ class Simulator:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                self._client = None
 
     def stop(self) -> None:
         self.stopping.set()
 
-    async def _register(self, client: httpx.AsyncClient, phone: VirtualIPhone) -> None:
-        backoff = 0.5
-        while not self.stopping.is_set():
-            try:
-                code = await self.code_source()
-                response = await client.post(
-                    "/api/v1/devices/register", json=phone.register_body(code)
-                )
-            except httpx.HTTPError as exc:
-                logger.info("%s: server not reachable (%s); retrying", phone.name, exc)
-            else:
-                if response.status_code in (200, 201):
-                    body = response.json()
-                    phone.token = body["token"]
-                    phone.device_id = body["device_id"]
-                    phone.interval_s = float(body["heartbeat_interval_s"])
-                    logger.info("%s registered as %s", phone.name, phone.device_id)
-                    return
-                phone.errors += 1
-                if response.status_code == 429:
-                    backoff = float(response.headers.get("Retry-After", "5"))
-                logger.warning(
-                    "%s: register answered %s %s", phone.name, response.status_code, response.text
-                )
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+    async def pause(self, seconds: float) -> None:
+        """A sleep that ends early when the simulator stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=max(0.0, seconds))
 
-    async def _live(self, client: httpx.AsyncClient, phone: VirtualIPhone) -> None:
-        # Phones come up at slightly different moments, as real ones do.
-        await asyncio.sleep(phone.rng.uniform(0, 0.5))
-        await self._register(client, phone)
-        while not self.stopping.is_set():
-            try:
-                response = await client.post(
-                    "/api/v1/devices/heartbeat",
-                    json=phone.heartbeat_body(),
-                    headers={"Authorization": f"Bearer {phone.token}"},
-                )
-            except httpx.HTTPError as exc:
-                phone.errors += 1
-                logger.info("%s: heartbeat failed (%s)", phone.name, exc)
-            else:
-                if response.status_code == 401:
-                    logger.warning("%s: token refused; registering again", phone.name)
-                    await self._register(client, phone)
-                    continue
-                if response.status_code == 200:
-                    phone.beats += 1
+    async def register(self, phone: VirtualIPhone, *, stale_token: str | None = None) -> None:
+        """Register (again). With `stale_token`, only if no one has replaced it meanwhile: a
+        socket and a heartbeat that both find the token refused register once, not twice."""
+        async with phone.register_lock:
+            if stale_token is not None and phone.token != stale_token:
+                return
+            backoff = RETRY_FIRST_S
+            while not self.stopping.is_set():
+                try:
+                    code = await self.code_source()
+                    response = await self.client.post(
+                        "/api/v1/devices/register", json=phone.register_body(code)
+                    )
+                except httpx.HTTPError as exc:
+                    logger.info("%s: server not reachable (%s); retrying", phone.name, exc)
                 else:
+                    if response.status_code in (200, 201):
+                        try:
+                            body = response.json()
+                            token = str(body["token"])
+                            device_id = str(body["device_id"])
+                            interval_s = float(body["heartbeat_interval_s"])
+                        except (ValueError, KeyError, TypeError) as exc:
+                            logger.warning("%s: unreadable registration (%r)", phone.name, exc)
+                        else:
+                            phone.token, phone.device_id = token, device_id
+                            phone.interval_s = interval_s
+                            logger.info("%s registered as %s", phone.name, device_id)
+                            return
                     phone.errors += 1
+                    if response.status_code == 429:
+                        backoff = float(response.headers.get("Retry-After", "5"))
                     logger.warning(
-                        "%s: heartbeat answered %s %s",
+                        "%s: register answered %s %s",
                         phone.name,
                         response.status_code,
                         response.text,
                     )
-            phone.age()
-            await asyncio.sleep(phone.interval_s * phone.rng.uniform(0.9, 1.1))
+                await self.pause(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
+
+    async def _live(self, phone: VirtualIPhone) -> None:
+        # Phones come up at slightly different moments, as real ones do.
+        await self.pause(phone.rng.uniform(0, 0.5))
+        await self.register(phone)
+        link = self.links[phone.index]
+        try:
+            async with asyncio.TaskGroup() as group:
+                link.group = group
+                group.create_task(self._heartbeats(phone))
+                group.create_task(link.run())
+        finally:
+            link.group = None
+
+    async def _heartbeats(self, phone: VirtualIPhone) -> None:
+        while not self.stopping.is_set():
+            # Cleared before the beat: a change made while it is in flight asks for another.
+            phone.beat_now.clear()
+            try:
+                await self._beat(phone)
+            except (ValueError, KeyError, TypeError) as exc:
+                # A garbled answer costs one beat, not the phone's life.
+                phone.errors += 1
+                logger.warning("%s: unreadable heartbeat answer (%r)", phone.label, exc)
+            try:
+                await asyncio.wait_for(
+                    phone.beat_now.wait(), timeout=phone.interval_s * phone.rng.uniform(0.9, 1.1)
+                )
+            except TimeoutError:
+                phone.age()  # a whole interval went by
+
+    async def _beat(self, phone: VirtualIPhone) -> None:
+        token = phone.token
+        body = phone.heartbeat_body()
+        phone.last_exchange = None  # each round trip is reported once
+        try:
+            response = await self.client.post(
+                "/api/v1/devices/heartbeat",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        except httpx.HTTPError as exc:
+            phone.errors += 1
+            logger.info("%s: heartbeat failed (%s)", phone.label, exc)
+            return
+        returned_at = phone.device_clock()
+        if response.status_code == 401:
+            logger.warning("%s: token refused; registering again", phone.label)
+            await self.register(phone, stale_token=token)
+            return
+        if response.status_code != 200:
+            phone.errors += 1
+            logger.warning(
+                "%s: heartbeat answered %s %s", phone.label, response.status_code, response.text
+            )
+            return
+        phone.beats += 1
+        answer = response.json()
+        phone.record_exchange(sent_at=body["sent_at"], answer=answer, returned_at=returned_at)
+        if answer.get("pending_commands", 0) > 0:
+            # Commands wait that no push brought (queued by a process that shares no channel
+            # layer with the server, say): fetch them now, not at the next wake-up.
+            link = self.links[phone.index]
+            link.spawn(link.poll(wait_s=0.0))

@@ -19,3 +19,9 @@ def devices_sweep_offline() -> int:
 def pairing_code_refresh() -> str:
     """Rotate the pairing code when it expires, so the operator's page shows the new one."""
     return services.pairing_code_get_or_rotate().display
+
+
+@shared_task
+def commands_sweep_expired() -> int:
+    """Expire every command whose time ran out; returns how many it expired."""
+    return services.commands_expire_due()

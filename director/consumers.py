@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -12,6 +13,8 @@ from django.conf import settings
 
 from devices.broadcast import FLEET_GROUP, DevicesChanged, PairingChanged
 from director import fragments
+from director.stills.broadcast import StillsChanged
+from director.stills.fragments import strip_fragment
 from ledger.broadcast import LEDGER_GROUP, LedgerChanged
 
 # Close codes the page understands: log in again, or you may not see this.
@@ -27,7 +30,7 @@ def _base_url(scope: dict[str, Any]) -> str:
 
 
 class RegistryConsumer(AsyncWebsocketConsumer):
-    """Live device cards, the online summary and the pairing panel.
+    """Live device cards, the online summary, the coverage map and the pairing panel.
 
     On connect it sends the whole live state, so a page that reconnects after a drop is never
     stale. Card updates are coalesced per device for a short window: a fleet beating every
@@ -79,6 +82,20 @@ class RegistryConsumer(AsyncWebsocketConsumer):
         html = await database_sync_to_async(fragments.pairing_panel)(base_url=_base_url(self.scope))
         await self.send(text_data=html)
 
+    async def stills_changed(self, event: StillsChanged) -> None:
+        # The camera's card previews its latest still.
+        await self.devices_changed(
+            DevicesChanged(type="devices.changed", device_id=event["device_id"])
+        )
+        # A capture-all lands a burst of stills. A strip whose query began after a still was
+        # committed already shows it, so the pushes queued behind that render are dropped
+        # rather than rendered again; a lone still is shown at once, with no waiting window.
+        # (Both times are server clocks: one machine, or machines kept in step by NTP.)
+        if event["committed_at"] < getattr(self, "stills_rendered_from", 0.0):
+            return
+        self.stills_rendered_from = time.time()
+        await self.send(text_data=await database_sync_to_async(strip_fragment)(oob=True))
+
     async def ledger_changed(self, event: LedgerChanged) -> None:
         # Every recorded event changes the count; render the chip at most twice a second.
         if self.ledger_task is None:
@@ -99,4 +116,6 @@ class RegistryConsumer(AsyncWebsocketConsumer):
             html, self.known = await database_sync_to_async(fragments.device_cards)(
                 device_ids=ids, known=self.known
             )
+            # Placement, lens, tally and presence all show on the map: one render per flush.
+            html += await database_sync_to_async(fragments.coverage_map)(oob=True)
             await self.send(text_data=html)

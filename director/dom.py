@@ -8,7 +8,14 @@ DEVICE_CARDS = "device-cards"
 REGISTRY_SUMMARY = "registry-summary"
 PAIRING_PANEL = "pairing-panel"
 LEDGER_CHIP = "ledger-chip"
+COVERAGE_MAP = "coverage-map"
+STILLS_STRIP = "stills-strip"
 
 
 def device_card_id(device_id: UUID | str) -> str:
     return f"device-{device_id}-card"
+
+
+def coverage_camera_id(device_id: UUID | str) -> str:
+    # Stable across re-renders, so htmx can hand keyboard focus back to the same marker.
+    return f"coverage-{device_id}-camera"

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 from django.template.loader import render_to_string
 
-from devices.models import Device
 from director import dom, selectors
+from director.coverage_map import build_coverage_map, current_coverage_map
 from director.pairing import pairing_view
 from ledger.selectors import ledger_status
 
@@ -22,6 +22,7 @@ def registry_full(*, base_url: str) -> tuple[str, set[str]]:
             "summary": selectors.registry_summary(devices),
             "pairing": pairing_view(base_url=base_url),
             "ledger": ledger_status(),
+            "coverage": build_coverage_map(devices),
             "oob": True,
         },
     )
@@ -32,7 +33,7 @@ def device_cards(*, device_ids: Iterable[str], known: set[str]) -> tuple[str, se
     """Cards for the given devices: replaced where the page has them, appended where not,
     deleted where the device is gone. Returns the fragments and the ids now on the page."""
     wanted = set(device_ids)
-    devices = {str(d.pk): d for d in Device.objects.filter(pk__in=wanted)}
+    devices = {str(d.pk): d for d in selectors.card_devices(wanted)}
     parts = []
     now_known = set(known)
     for device_id in sorted(wanted):
@@ -73,4 +74,11 @@ def pairing_panel(*, base_url: str) -> str:
 def ledger_chip() -> str:
     return render_to_string(
         "director/partials/ledger_chip.html", {"ledger": ledger_status(), "oob": "true"}
+    )
+
+
+def coverage_map(*, oob: bool) -> str:
+    return render_to_string(
+        "director/partials/coverage_map.html",
+        {"coverage": current_coverage_map(), "oob": "true" if oob else ""},
     )

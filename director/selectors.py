@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from uuid import UUID
 
 from django.db.models import QuerySet
 
 from devices.models import Device
 from devices.selectors import device_list
+from director import cards
 from director.models import PhotoshootSession
 
 
@@ -29,4 +32,28 @@ def registry_summary(devices: list[Device]) -> RegistrySummary:
 
 
 def registry_devices() -> list[Device]:
-    return list(device_list())
+    return cards.decorate(device_list())
+
+
+def card_devices(device_ids: Iterable[object]) -> list[Device]:
+    return cards.decorate(Device.objects.filter(pk__in=list(device_ids)))
+
+
+def live_session_for_device(device_id: UUID) -> PhotoshootSession | None:
+    return PhotoshootSession.objects.filter(
+        status=PhotoshootSession.Status.LIVE, devices=device_id
+    ).first()
+
+
+def capture_targets() -> tuple[list[UUID], PhotoshootSession | None]:
+    """Who "Capture all" fires: the live session's online cameras, or, with no session live,
+    every online camera that is not a webcam."""
+    session = (
+        PhotoshootSession.objects.filter(status=PhotoshootSession.Status.LIVE)
+        .order_by("-started_at")
+        .first()
+    )
+    devices = Device.objects.filter(status=Device.Status.ONLINE).exclude(kind=Device.Kind.WEBCAM)
+    if session is not None:
+        devices = devices.filter(photoshoot_sessions=session)
+    return list(devices.order_by("name").values_list("pk", flat=True)), session

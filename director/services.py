@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 import ledger
+from devices import services as device_services
 from devices.models import Device
 from director.models import PhotoshootSession
 from ledger.models import ProductionEvent
@@ -91,6 +92,7 @@ def session_start(*, session_id: UUID, device_ids: list[UUID] | None = None) -> 
             "hero": str(session.hero_id) if session.hero_id else None,
         },
     )
+    _tally(session, "live")
     return session
 
 
@@ -118,4 +120,18 @@ def session_stop(*, session_id: UUID) -> PhotoshootSession:
         occurred_at=session.ended_at,
         payload={"session": {**_session_row(session), "summary": summary}, "summary": summary},
     )
+    _tally(session, "off")
     return session
+
+
+def _tally(session: PhotoshootSession, state: str) -> None:
+    """The hero's tally light: red while its session is live, so talent and crew know which
+    camera is live; off when the session ends."""
+    if session.hero_id is not None:
+        device_services.command_issue(
+            device_id=session.hero_id,
+            type="tally",
+            args={"state": state},
+            session_id=session.pk,
+            issued_by="director",
+        )

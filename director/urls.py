@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from director import views
+from director import views, views_coverage
+from director.stills import views as stills_views
 
 app_name = "director"
 
@@ -13,4 +14,18 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/stop", views.session_stop, name="session_stop"),
     path("registry/", views.registry, name="registry"),
     path("registry/pairing/rotate", views.pairing_rotate, name="pairing_rotate"),
+    path("registry/coverage", views_coverage.coverage_map, name="coverage_map"),
+    path(
+        "registry/devices/<uuid:device_id>/place",
+        views_coverage.device_place,
+        name="device_place",
+    ),
+    path("registry/capture-all", views.capture_all, name="capture_all"),
+    path("registry/devices/<uuid:device_id>/lens", views.device_lens, name="device_lens"),
+    path("registry/devices/<uuid:device_id>/flip", views.device_flip, name="device_flip"),
+    path("registry/devices/<uuid:device_id>/capture", views.device_capture, name="device_capture"),
+    path("stills/<uuid:still_id>/", stills_views.still_detail, name="still_detail"),
+    path("stills/<uuid:still_id>/original", stills_views.still_original, name="still_original"),
+    path("stills/<uuid:still_id>/thumb.jpg", stills_views.still_thumbnail, name="still_thumbnail"),
+    path("stills/<uuid:still_id>/preview.jpg", stills_views.still_preview, name="still_preview"),
 ]

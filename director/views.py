@@ -9,8 +9,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from devices import services as device_services
+from devices.models import Device
 from director import selectors, services
-from director.forms import SessionForm
+from director.coverage_map import build_coverage_map
+from director.forms import FlipForm, SessionForm, ZoomForm
 from director.models import PhotoshootSession
 from director.pairing import pairing_view
 from ledger.selectors import ledger_status
@@ -78,6 +80,7 @@ def registry(request: HttpRequest) -> HttpResponse:
     devices = selectors.registry_devices()
     context = {
         "devices": devices,
+        "coverage": build_coverage_map(devices),
         "summary": selectors.registry_summary(devices),
         "pairing": pairing_view(base_url=_base_url(request)),
         "ledger": ledger_status(),
@@ -96,3 +99,80 @@ def pairing_rotate(request: HttpRequest) -> HttpResponse:
         {"pairing": pairing_view(base_url=_base_url(request))},
     )
     return _toast(response, "New pairing code issued. Old code is void.")
+
+
+# --- Device control: each posts one command; the card updates when the device reports back.
+
+
+def _card(request: HttpRequest, device_id: str) -> HttpResponse:
+    device = selectors.card_devices([device_id])[0]
+    return render(request, "director/partials/device_card.html", {"device": device})
+
+
+def _command_refused(exc: Exception) -> HttpResponse:
+    return _toast(HttpResponse(status=409), str(exc), "error")
+
+
+def _command(
+    request: HttpRequest, device: Device, type: str, args: dict[str, object]
+) -> HttpResponse:
+    """Send one command; answer the card (showing it pending), or the refusal as a toast."""
+    try:
+        device_services.command_issue(
+            device_id=device.pk, type=type, args=args, issued_by=request.user.get_username()
+        )
+    except device_services.CommandRefused as exc:
+        return _command_refused(exc)
+    return _card(request, str(device.pk))
+
+
+@require_POST
+def device_lens(request: HttpRequest, device_id: str) -> HttpResponse:
+    device = get_object_or_404(Device, pk=device_id)
+    form = ZoomForm(request.POST)
+    if not form.is_valid():
+        return _toast(HttpResponse(status=400), form.error_text(), "error")
+    return _command(request, device, "set_lens", {"zoom": form.cleaned_data["zoom"]})
+
+
+@require_POST
+def device_flip(request: HttpRequest, device_id: str) -> HttpResponse:
+    device = get_object_or_404(Device, pk=device_id)
+    form = FlipForm(request.POST)
+    if not form.is_valid():
+        return _toast(HttpResponse(status=400), form.error_text(), "error")
+    return _command(request, device, "set_flip", form.flip_for(device))
+
+
+@require_POST
+def device_capture(request: HttpRequest, device_id: str) -> HttpResponse:
+    device = get_object_or_404(Device, pk=device_id)
+    session = selectors.live_session_for_device(device.pk)
+    try:
+        device_services.commands_issue_capture(
+            device_ids=[device.pk],
+            issued_by=request.user.get_username(),
+            session_id=session.pk if session else None,
+            synchronized=False,
+        )
+    except device_services.CommandRefused as exc:
+        return _command_refused(exc)
+    return _toast(_card(request, device_id), f"Capturing on {device.name}…")
+
+
+@require_POST
+def capture_all(request: HttpRequest) -> HttpResponse:
+    device_ids, session = selectors.capture_targets()
+    try:
+        commands = device_services.commands_issue_capture(
+            device_ids=device_ids,
+            issued_by=request.user.get_username(),
+            session_id=session.pk if session else None,
+        )
+    except device_services.CommandRefused as exc:
+        return _command_refused(exc)
+    lead_ms = (commands[0].fire_at - commands[0].issued_at).total_seconds() * 1000  # type: ignore[operator]
+    return _toast(
+        HttpResponse(),
+        f"Capture all: {len(commands)} cameras fire together in {lead_ms:.0f} ms.",
+    )

@@ -19,8 +19,11 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from devices.consumers import DeviceConsumer  # noqa: E402
 from devices.heartbeats import PATH as HEARTBEAT_PATH  # noqa: E402
 from devices.heartbeats import heartbeat_endpoint  # noqa: E402
+from devices.longpoll import PATH as COMMANDS_PATH  # noqa: E402
+from devices.longpoll import commands_endpoint  # noqa: E402
 from director.routing import websocket_urlpatterns as director_ws  # noqa: E402
 from motionmix.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
@@ -49,16 +52,33 @@ def with_fast_paths(app: ASGIApp) -> ASGIApp:
         elif path == HEARTBEAT_PATH:
             # The hottest device call skips Django's request cycle (devices/heartbeats.py).
             await heartbeat_endpoint(scope, receive, send)
+        elif path == COMMANDS_PATH:
+            # A long poll must not hold a Django worker thread while it waits.
+            await commands_endpoint(scope, receive, send)
         else:
             await app(scope, receive, send)
 
     return http
 
 
+DEVICE_SOCKET_PATH = "/ws/v1/device/"
+device_socket = DeviceConsumer.as_asgi()
+# Operator sockets carry the login session; the origin check stops cross-site pages.
+operator_sockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(director_ws)))
+
+
+async def websockets(scope: Scope, receive: Receive, send: Send) -> None:
+    # The capture app is not a browser: it sends no Origin and no cookies, only its token,
+    # which the device consumer checks (with the Host, as the heartbeat path does).
+    if scope["path"] == DEVICE_SOCKET_PATH:
+        await device_socket(scope, receive, send)
+    else:
+        await operator_sockets(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
         "http": with_fast_paths(django_asgi_app),
-        # Operator sockets carry the login session; the origin check stops cross-site pages.
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(director_ws))),
+        "websocket": websockets,
     }
 )

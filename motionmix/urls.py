@@ -8,6 +8,6 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("api/v1/", include("devices.urls")),
+    path("api/v1/", include("motionmix.api_urls")),
     path("", include("director.urls")),
 ]

@@ -101,3 +101,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     workdir: Path = tmp_path_factory.mktemp("server")
     with running_server(workdir) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium (tests/support/browser.py), shared by a module's journeys."""
+    from tests.support.browser import chromium
+
+    with chromium() as launched:
+        yield launched

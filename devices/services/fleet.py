@@ -18,6 +18,7 @@ from django.utils import timezone
 import ledger
 from devices import broadcast, clock
 from devices.models import ClockSample, Device, PairingCode, PairingFailure
+from devices.services.placement import device_place
 
 # No 0/O, 1/I/L, 2/Z, 5/S, 8/B: the code is read off a screen and typed on a phone.
 PAIRING_ALPHABET = "34679ACDEFGHJKMNPQRTUVWXY"
@@ -190,6 +191,13 @@ class RoundTrip:
 
 
 @dataclass(frozen=True)
+class ReportedPlacement:
+    azimuth_deg: float | None = None
+    distance_m: float | None = None
+    height_m: float | None = None
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     sent_at: float
     battery: float
@@ -203,6 +211,7 @@ class Heartbeat:
     storage_free_mb: int
     fps: float
     round_trip: RoundTrip | None = None
+    placement: ReportedPlacement | None = None
 
 
 @dataclass(frozen=True)
@@ -262,6 +271,7 @@ def device_heartbeats_record(*, beats: list[BeatIn]) -> list[Device | str]:
     came_online: dict[UUID, float | None] = {}
     touched: dict[UUID, Device] = {}
     samples: list[ClockSample] = []
+    placed: list[tuple[UUID, ReportedPlacement]] = []
     for item in beats:
         device = devices.get(item.device_id)
         if device is None:
@@ -284,6 +294,8 @@ def device_heartbeats_record(*, beats: list[BeatIn]) -> list[Device | str]:
         behind = (device.last_sent_at or 0.0) - beat.sent_at
         if not 0 < behind <= REORDER_WINDOW_S:
             _apply_beat(device, beat)
+        if beat.placement is not None and _placement_differs(device, beat.placement):
+            placed.append((device.pk, beat.placement))
         sample = _clock_update(device, item)
         if sample is not None:
             samples.append(sample)
@@ -292,6 +304,15 @@ def device_heartbeats_record(*, beats: list[BeatIn]) -> list[Device | str]:
     _write_heartbeat_fields(list(touched.values()))
     if samples:
         ClockSample.objects.bulk_create(samples)
+    for device_id, placement in placed:
+        # Rare (a device that moved): through the one placement service, in this transaction.
+        device_place(
+            device_id=device_id,
+            azimuth_deg=placement.azimuth_deg,
+            distance_m=placement.distance_m,
+            height_m=placement.height_m,
+            source=Device.PlacementSource.DEVICE,
+        )
     for device_id, offline_for in came_online.items():
         ledger.record(
             type="device.online", device_id=device_id, payload={"offline_for_s": offline_for}
@@ -301,6 +322,18 @@ def device_heartbeats_record(*, beats: list[BeatIn]) -> list[Device | str]:
             functools.partial(broadcast.devices_changed, device_ids=list(touched)), robust=True
         )
     return outcomes
+
+
+def _placement_differs(device: Device, placement: ReportedPlacement) -> bool:
+    reported = {
+        "azimuth_deg": None if placement.azimuth_deg is None else placement.azimuth_deg % 360,
+        "distance_m": placement.distance_m,
+        "height_m": placement.height_m,
+    }
+    return any(
+        value is not None and abs((getattr(device, name) or -1e9) - value) > 0.01
+        for name, value in reported.items()
+    )
 
 
 def _clock_update(device: Device, item: BeatIn) -> ClockSample | None:

@@ -57,7 +57,7 @@ def test_a_heartbeat_answers_200_with_the_server_clock_and_when_it_was_received(
 
     assert response.status_code == 200, response.content
     body = response.json()
-    assert set(body) == {"server_time", "received_at", "pending_commands"}
+    assert set(body) == {"server_time", "received_at", "pending_commands", "clock_offset_s"}
     assert before <= body["received_at"] <= body["server_time"] <= after
     assert body["pending_commands"] == 0
     device = _device(registered)

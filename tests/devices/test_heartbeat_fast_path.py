@@ -54,7 +54,7 @@ async def test_a_beat_is_stored_and_answered_with_the_clocks() -> None:
         )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"server_time", "received_at", "pending_commands"}
+    assert set(body) == {"server_time", "received_at", "pending_commands", "clock_offset_s"}
     assert body["server_time"] >= body["received_at"]
     device = await database_sync_to_async(Device.objects.get)(pk=reg.device.pk)
     assert (device.battery, device.lens, device.zoom) == (0.33, "tele", 3.0)

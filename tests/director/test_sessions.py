@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from devices.models import Device
+from devices.models import Device, DeviceCommand
 from director import services
 from director.models import PhotoshootSession
 from ledger.convex import ConvexLedger
@@ -42,11 +42,18 @@ def test_a_session_starts_with_every_online_camera_but_webcams(operator: Any) ->
     assert session.status == PhotoshootSession.Status.LIVE and session.started_at
     assert set(session.devices.all()) == {a, b}
     assert session.hero in (a, b)
-    started = _events(session)[-1]
+    started = _events(session)[1]
     assert started.type == "session.started"
     assert set(started.payload["devices"]) == {str(a.pk), str(b.pk)}
     assert started.payload["session"]["status"] == "live"
-    assert [e.seq for e in _events(session)] == [1, 2]
+    assert [(e.seq, e.type) for e in _events(session)] == [
+        (1, "session.created"),
+        (2, "session.started"),
+        (3, "command.sent"),
+    ]
+    tally = _events(session)[-1].payload
+    assert (tally["command"], tally["args"]) == ("tally", {"state": "live"})
+    assert DeviceCommand.objects.get(type="tally").device_id == session.hero_id
 
 
 def test_a_camera_takes_part_in_one_live_session_at_most(operator: Any) -> None:
@@ -71,10 +78,12 @@ def test_stopping_records_a_summary_and_cannot_be_repeated(operator: Any) -> Non
     session = services.session_stop(session_id=session.pk)
 
     assert session.status == PhotoshootSession.Status.ENDED
-    stopped = _events(session)[-1]
+    stopped, tally_off = _events(session)[-2:]
     assert stopped.type == "session.stopped"
     assert stopped.payload["summary"]["devices"] == 1
-    assert stopped.payload["summary"]["events"] == 2
+    # created, started, and the hero's tally going live
+    assert stopped.payload["summary"]["events"] == 3
+    assert tally_off.payload["args"] == {"state": "off"}
     assert stopped.payload["session"]["endedAt"] >= stopped.payload["session"]["startedAt"]
     with pytest.raises(services.SessionRefused, match="not live"):
         services.session_stop(session_id=session.pk)
@@ -134,6 +143,7 @@ def test_a_session_start_and_stop_land_in_convex(bridge: Bridge, operator: Any) 
     assert summary["session"]["status"] == "ended"
     assert summary["session"]["name"] == "Convex take"
     assert summary["session"]["operator"] == get_user_model().objects.get().get_username()
-    assert summary["eventCount"] == 3
+    # created, started, tally live, stopped, tally off
+    assert summary["eventCount"] == 5
     assert summary["countsByType"]["session.stopped"] == 1
     call_command("ledger_verify", str(session.pk))

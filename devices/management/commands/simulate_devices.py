@@ -7,10 +7,11 @@ import signal
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from devices.services import pairing_code_get_or_rotate
 from devices.simulator import Simulator
+from devices.simulator_camera import DEFAULT_STILL_SIZE, parse_still_size
 
 
 class Command(BaseCommand):
@@ -28,6 +29,11 @@ class Command(BaseCommand):
         parser.add_argument("--install-prefix", default="sim-iphone")
         parser.add_argument("--duration", type=float, default=None, help="Stop after N s.")
         parser.add_argument("--seed", type=int, default=None)
+        parser.add_argument(
+            "--still-size",
+            default="{}x{}".format(*DEFAULT_STILL_SIZE),
+            help="Size of the stills the phones capture, WIDTHxHEIGHT (12 MP: 4032x3024).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -35,6 +41,10 @@ class Command(BaseCommand):
             logging.INFO if options["verbosity"] > 1 else logging.WARNING
         )
         fixed_code: str = options["pairing_code"]
+        try:
+            still_size = parse_still_size(options["still_size"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
 
         async def code_source() -> str:
             if fixed_code:
@@ -47,6 +57,7 @@ class Command(BaseCommand):
             code_source=code_source,
             install_prefix=options["install_prefix"],
             seed=options["seed"],
+            still_size=still_size,
         )
 
         async def main() -> None:
@@ -58,6 +69,12 @@ class Command(BaseCommand):
 
         self.stdout.write(f"Simulating {options['count']} iPhones against {options['url']}")
         asyncio.run(main())
-        beats = sum(p.beats for p in simulator.phones)
-        errors = sum(p.errors for p in simulator.phones)
-        self.stdout.write(f"Stopped: {beats} heartbeats, {errors} errors.")
+        phones = simulator.phones
+        beats = sum(p.beats for p in phones)
+        commands = sum(p.commands_done for p in phones)
+        stills = sum(p.stills_uploaded for p in phones)
+        errors = sum(p.errors for p in phones)
+        self.stdout.write(
+            f"Stopped: {beats} heartbeats, {commands} commands done, {stills} stills uploaded, "
+            f"{errors} errors."
+        )
