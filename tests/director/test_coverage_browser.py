@@ -87,10 +87,21 @@ def _largest_gap(page: Page) -> int:
     return int(page.locator("#coverage-map [data-gap-deg]").first.get_attribute("data-gap-deg"))
 
 
+def _box(locator: Locator) -> dict[str, float]:
+    """The element's box. Heartbeat pushes replace the map several times a second, and an
+    element caught mid-swap has none for a moment: ask again, for up to 5 s."""
+    deadline = time.monotonic() + 5
+    while True:
+        box = locator.bounding_box()
+        if box is not None:
+            return dict(box)
+        assert time.monotonic() < deadline, f"{locator} never had a box"
+        time.sleep(0.05)
+
+
 def _ring_point(page: Page, azimuth_deg: float, fraction: float = 0.6) -> tuple[float, float]:
     """Screen coordinates of a point at this azimuth, `fraction` of the way to the ring."""
-    box = page.locator("#coverage-map svg").bounding_box()
-    assert box is not None
+    box = _box(page.locator("#coverage-map svg"))
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     radius = box["width"] / 2 * fraction
     a = math.radians(azimuth_deg)
@@ -122,8 +133,7 @@ def test_dragging_a_camera_around_the_ring_moves_the_gap_and_is_saved(
 
     # Drag the back camera to the subject's right side (90°), through a few pushes.
     marker = _marker(page, back)
-    body = marker.locator(".coverage-cam-dot").bounding_box()
-    assert body is not None
+    body = _box(marker.locator(".coverage-cam-dot"))
     page.mouse.move(body["x"] + body["width"] / 2, body["y"] + body["height"] / 2)
     page.mouse.down()
     for azimuth in (170, 150, 130, 110, 95):
