@@ -56,6 +56,9 @@ MODELS: list[tuple[str, list[dict[str, Any]]]] = [
         ],
     ),
 ]
+# Where the crew puts the stands, in order: (azimuth, distance in m). Not evenly spread, so the
+# coverage map has gaps worth closing.
+STANDS = [(0.0, 3.0), (65.0, 2.6), (150.0, 3.4), (290.0, 2.2), (215.0, 4.2), (330.0, 1.6)]
 THERMAL_STATES = ["nominal", "fair", "serious", "critical"]
 
 SOCKET_PATH = "/ws/v1/device/"
@@ -100,9 +103,18 @@ class VirtualIPhone:
     captures: deque[Capture] = field(default_factory=lambda: deque(maxlen=100))
     beat_now: asyncio.Event = field(default_factory=asyncio.Event)
     register_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    placement: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.name = f"Cam {self.index}"
+        azimuth, distance = STANDS[(self.index - 1) % len(STANDS)]
+        # Stands a little off their marks, as a crew sets them; the phone knows where it is
+        # (an AR anchor would tell a real one) and says so once, in its first heartbeat.
+        self.placement = {
+            "azimuth_deg": round((azimuth + self.rng.uniform(-4, 4)) % 360, 1),
+            "distance_m": round(distance + self.rng.uniform(-0.2, 0.2), 2),
+            "height_m": round(self.rng.uniform(1.2, 1.7), 2),
+        }
         self.model, self.lenses = MODELS[(self.index - 1) % len(MODELS)]
         self.battery = round(self.rng.uniform(0.55, 1.0), 3)
         self.storage_free_mb = self.rng.randint(20_000, 120_000)
@@ -184,6 +196,10 @@ class VirtualIPhone:
         }
         if self.last_exchange is not None:
             body["clock"] = dataclasses.asdict(self.last_exchange)
+        if self.beats == 0:
+            # Only until a beat is taken: after that the operator may move the camera on the
+            # map, and the phone must not put it back.
+            body["placement"] = self.placement
         return body
 
     def age(self) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from devices import services
 from devices.models import Device
 from devices.simulator import MODELS, THERMAL_STATES, VirtualIPhone
 
@@ -129,3 +130,27 @@ def test_an_aged_phones_heartbeats_still_pass_the_real_api(device_api: Any) -> N
     assert device.thermal == THERMAL_STATES[phone.thermal]
     assert device.charging is phone.charging
     assert device.battery == pytest.approx(phone.battery, abs=1e-4)
+
+
+@pytest.mark.django_db
+def test_a_phone_says_where_it_stands_once_and_then_leaves_it_to_the_operator(
+    device_api: Any,
+) -> None:
+    phone = _phone(index=2, seed=2)
+    token = device_api.post("devices/register", phone.register_body(device_api.code)).json()[
+        "token"
+    ]
+    assert (
+        device_api.post("devices/heartbeat", phone.heartbeat_body(), token=token).status_code == 200
+    )
+    phone.beats += 1  # as the simulator counts a beat the server took
+    device = Device.objects.get(install_id=phone.install_id)
+    assert device.azimuth_deg == phone.placement["azimuth_deg"]
+    assert device.distance_m == phone.placement["distance_m"]
+    assert device.placement_source == Device.PlacementSource.DEVICE
+
+    services.device_place(device_id=device.pk, azimuth_deg=123.0)
+    assert "placement" not in phone.heartbeat_body()
+    device_api.post("devices/heartbeat", phone.heartbeat_body(), token=token)
+    device.refresh_from_db()
+    assert device.azimuth_deg == 123.0
