@@ -214,7 +214,6 @@ def _draw_scene(image: Image.Image, spec: StillSpec) -> None:
 
 
 def _draw_caption(image: Image.Image, spec: StillSpec) -> None:
-    # Written after any flip: burned-in information stays readable, as on a monitor.
     width, _ = spec.size
     big = ImageFont.load_default(size=max(12, width // 24))
     small = ImageFont.load_default(size=max(10, width // 60))
@@ -275,10 +274,8 @@ def render_still(spec: StillSpec) -> bytes:
     """The JPEG a phone would write for this capture. CPU-bound: run it off the event loop."""
     image = _gradient(spec.size, (96, 140, 196), (236, 226, 214))
     _draw_scene(image, spec)
-    if spec.flip_horizontal:
-        image = ImageOps.mirror(image)
-    if spec.flip_vertical:
-        image = ImageOps.flip(image)
+    # Flip is not applied to the pixels: the phone writes what its sensor sees, the still
+    # records the flip, and the Live Director mirrors every view of this camera itself.
     _draw_caption(image, spec)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=JPEG_QUALITY, exif=still_exif(spec))
