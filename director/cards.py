@@ -11,7 +11,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 
 from devices.lenses import zoom_buttons
 from devices.models import Device, DeviceCommand
-from director.models import Still
+from director.models import PhotoshootSession, Still
 
 ZOOM_MATCH = 0.01
 
@@ -29,6 +29,9 @@ class CardExtras:
     zooms: list[ZoomButton]
     last_command: DeviceCommand | None
     preview: Still | None
+    # In a live session: whether it may go on air, and whether it is on air.
+    in_live_session: bool = False
+    on_air: bool = False
 
     @property
     def custom_zoom(self) -> bool:
@@ -58,6 +61,13 @@ def decorate(devices: Iterable[Device]) -> list[Device]:
     commands = DeviceCommand.objects.in_bulk([c for c in command_ids.values() if c])
     still_ids = _latest_per_device(ids, Still.objects.all(), "-captured_at")
     stills = Still.objects.in_bulk([s for s in still_ids.values() if s])
+    live = PhotoshootSession.objects.filter(status=PhotoshootSession.Status.LIVE)
+    in_live = set(
+        PhotoshootSession.devices.through.objects.filter(
+            photoshootsession__in=live, device_id__in=ids
+        ).values_list("device_id", flat=True)
+    )
+    heroes = set(live.exclude(hero=None).values_list("hero_id", flat=True))
     for device in devices:
         command = commands.get(command_ids.get(device.pk))
         pending_zoom = (
@@ -77,5 +87,7 @@ def decorate(devices: Iterable[Device]) -> list[Device]:
             ],
             last_command=command,
             preview=stills.get(still_ids.get(device.pk)),
+            in_live_session=device.pk in in_live,
+            on_air=device.pk in heroes,
         )
     return devices

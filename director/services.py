@@ -108,6 +108,8 @@ def session_stop(*, session_id: UUID) -> PhotoshootSession:
     session.status = PhotoshootSession.Status.ENDED
     session.ended_at = timezone.now()
     session.save(update_fields=["status", "ended_at"])
+    # Nothing asked for in this session is carried out after it (the tally off below is new).
+    device_services.commands_expire_for_session(session_id=session.pk)
     summary = {
         "duration_s": round(session.duration_s or 0.0, 3),
         "devices": session.devices.count(),
@@ -121,6 +123,51 @@ def session_stop(*, session_id: UUID) -> PhotoshootSession:
         payload={"session": {**_session_row(session), "summary": summary}, "summary": summary},
     )
     _tally(session, "off")
+    return session
+
+
+@transaction.atomic
+def session_hero_switch(
+    *, session_id: UUID, device_id: UUID, switched_by: str
+) -> PhotoshootSession:
+    """Put another camera of a live session on air: the new hero's tally goes live, the old
+    one's off. Idempotent: switching to the current hero changes nothing."""
+    session = PhotoshootSession.objects.select_for_update().get(pk=session_id)
+    if session.status != PhotoshootSession.Status.LIVE:
+        raise SessionRefused(
+            f"“{session.name}” is not live; start it before choosing what goes on air."
+        )
+    device = session.devices.filter(pk=device_id).first()
+    if device is None:
+        raise SessionRefused(
+            f"That camera does not take part in “{session.name}”; only its cameras can go on air."
+        )
+    if session.hero_id == device.pk:
+        return session
+    if not device.is_online:
+        raise SessionRefused(f"{device.name} is offline; bring it back before putting it on air.")
+    previous = session.hero_id
+    session.hero = device
+    session.save(update_fields=["hero"])
+    ledger.record(
+        type="hero.switched",
+        session_id=session.pk,
+        device_id=device.pk,
+        payload={
+            "from": str(previous) if previous else None,
+            "to": str(device.pk),
+            "by": switched_by,
+        },
+    )
+    if previous is not None:
+        device_services.command_issue(
+            device_id=previous,
+            type="tally",
+            args={"state": "off"},
+            session_id=session.pk,
+            issued_by=switched_by,
+        )
+    _tally(session, "live")
     return session
 
 

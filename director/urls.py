@@ -21,6 +21,7 @@ urlpatterns = [
         name="device_place",
     ),
     path("registry/capture-all", views.capture_all, name="capture_all"),
+    path("registry/devices/<uuid:device_id>/hero", views.device_hero, name="device_hero"),
     path("registry/devices/<uuid:device_id>/lens", views.device_lens, name="device_lens"),
     path("registry/devices/<uuid:device_id>/flip", views.device_flip, name="device_flip"),
     path("registry/devices/<uuid:device_id>/capture", views.device_capture, name="device_capture"),

@@ -161,6 +161,23 @@ def device_capture(request: HttpRequest, device_id: str) -> HttpResponse:
 
 
 @require_POST
+def device_hero(request: HttpRequest, device_id: str) -> HttpResponse:
+    device = get_object_or_404(Device, pk=device_id)
+    session = selectors.live_session_for_device(device.pk)
+    if session is None:
+        return _command_refused(
+            Exception(f"{device.name} is not in a live session; start one to put it on air.")
+        )
+    try:
+        services.session_hero_switch(
+            session_id=session.pk, device_id=device.pk, switched_by=request.user.get_username()
+        )
+    except services.SessionRefused as exc:
+        return _command_refused(exc)
+    return _toast(_card(request, device_id), f"{device.name} is on air.")
+
+
+@require_POST
 def capture_all(request: HttpRequest) -> HttpResponse:
     device_ids, session = selectors.capture_targets()
     try:

@@ -97,8 +97,9 @@ CATALOGUE: dict[str, EventType] = {
         ),
         _type(
             "command.expired",
-            "A command's time ran out before the device acknowledged it; it is never delivered "
-            "after this. Payload: command_id, command, was (queued|delivered).",
+            "A command's time ran out before the device acknowledged it, or its session stopped; "
+            "it is never delivered after this. Payload: command_id, command, was "
+            "(queued|delivered), and reason (session_stopped) when the session ended it.",
             "command_id",
             "command",
             "was",
@@ -138,6 +139,14 @@ CATALOGUE: dict[str, EventType] = {
             "and summary), summary (duration_s, devices, events).",
             "session",
             "summary",
+        ),
+        _type(
+            "hero.switched",
+            "The operator (or Ghost, through the same service) put another camera on air in a "
+            "live session. Payload: from (device id or null), to (device id), by (who).",
+            "from",
+            "to",
+            "by",
         ),
         _type(
             "pairing.rotated",

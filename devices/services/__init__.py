@@ -14,6 +14,7 @@ from devices.services.commands import (
     command_expire,
     command_issue,
     commands_expire_due,
+    commands_expire_for_session,
     commands_issue_capture,
 )
 from devices.services.fleet import (
@@ -67,6 +68,7 @@ __all__ = [
     "command_expire",
     "command_issue",
     "commands_expire_due",
+    "commands_expire_for_session",
     "commands_issue_capture",
     "device_heartbeat",
     "device_heartbeats_record",

@@ -357,6 +357,37 @@ def command_expire(*, command_id: UUID) -> DeviceCommand:
     return command
 
 
+@transaction.atomic
+def commands_expire_for_session(*, session_id: UUID) -> int:
+    """A stopped session's open commands end here: none is delivered or acted on after the
+    session. Returns how many it ended."""
+    now = timezone.now()
+    ended = 0
+    for command in DeviceCommand.objects.select_for_update().filter(
+        session_id=session_id, state__in=DeviceCommand.OPEN_STATES
+    ):
+        was = command.state
+        command.state = State.EXPIRED
+        command.finished_at = now
+        command.save(update_fields=["state", "finished_at"])
+        ledger.record(
+            type="command.expired",
+            device_id=command.device_id,
+            session_id=session_id,
+            payload={
+                "command_id": str(command.pk),
+                "command": command.type,
+                "was": was,
+                "reason": "session_stopped",
+            },
+        )
+        transaction.on_commit(
+            functools.partial(broadcast.device_changed, device_id=command.device_id), robust=True
+        )
+        ended += 1
+    return ended
+
+
 def commands_expire_due() -> int:
     """Expire every open command past its time (the sweep); returns how many it expired."""
     due = list(

@@ -81,8 +81,8 @@ def test_stopping_records_a_summary_and_cannot_be_repeated(operator: Any) -> Non
     stopped, tally_off = _events(session)[-2:]
     assert stopped.type == "session.stopped"
     assert stopped.payload["summary"]["devices"] == 1
-    # created, started, and the hero's tally going live
-    assert stopped.payload["summary"]["events"] == 3
+    # created, started, the hero's tally going live, and that command ended by the stop
+    assert stopped.payload["summary"]["events"] == 4
     assert tally_off.payload["args"] == {"state": "off"}
     assert stopped.payload["session"]["endedAt"] >= stopped.payload["session"]["startedAt"]
     with pytest.raises(services.SessionRefused, match="not live"):
@@ -143,7 +143,7 @@ def test_a_session_start_and_stop_land_in_convex(bridge: Bridge, operator: Any) 
     assert summary["session"]["status"] == "ended"
     assert summary["session"]["name"] == "Convex take"
     assert summary["session"]["operator"] == get_user_model().objects.get().get_username()
-    # created, started, tally live, stopped, tally off
-    assert summary["eventCount"] == 5
+    # created, started, tally live, its expiry at the stop, stopped, tally off
+    assert summary["eventCount"] == 6
     assert summary["countsByType"]["session.stopped"] == 1
     call_command("ledger_verify", str(session.pk))
