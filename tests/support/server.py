@@ -60,8 +60,14 @@ class RunningServer:
 
     def spawn(self, *args: str, log_name: str) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{log_name}.log").open("ab")
+        # Its own session (process group), so whatever it forks can be reaped with it.
         proc = subprocess.Popen(
-            list(args), env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            list(args),
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.processes.append(proc)
         return proc
@@ -110,6 +116,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+    # Anything it left behind in its group (Celery's beat child, when the worker was stopped
+    # while still starting) goes too: nothing outlives the test.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager
