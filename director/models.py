@@ -112,3 +112,63 @@ class Still(models.Model):
 
     def __str__(self) -> str:
         return f"still {self.seq} of {self.device_id}"
+
+
+class GhostProposal(models.Model):
+    """Something Ghost (a policy, or another AI service) suggests for a live session. The
+    operator accepts or vetoes it; only `director/ghost.py` changes it."""
+
+    class Kind(models.TextChoices):
+        SWITCH_HERO = "switch_hero", "Switch hero"
+        CAPTURE_STILL = "capture_still", "Capture a still"
+        CAPTURE_ALL = "capture_all", "Capture all"
+        SET_LENS = "set_lens", "Set lens"
+        SET_FLIP = "set_flip", "Set flip"
+        REPOSITION = "reposition", "Reposition a camera"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACCEPTED = "accepted", "Accepted"
+        VETOED = "vetoed", "Vetoed"
+        EXPIRED = "expired", "Expired"
+        SUPERSEDED = "superseded", "Superseded"
+        EXECUTED = "executed", "Executed"
+        FAILED = "failed", "Failed"
+
+    class VetoReason(models.TextChoices):
+        BAD_FRAMING = "bad_framing", "Bad framing"
+        WRONG_MOMENT = "wrong_moment", "Wrong moment"
+        DEVICE_PROBLEM = "device_problem", "Device problem"
+        OTHER = "other", "Other"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(
+        PhotoshootSession, on_delete=models.CASCADE, related_name="proposals"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    targets = models.ManyToManyField("devices.Device", blank=True, related_name="+")
+    payload = models.JSONField(default=dict)
+    rationale = models.CharField(max_length=200)
+    confidence = models.FloatField()
+    policy = models.CharField(max_length=64)
+    priority = models.IntegerField(default=0)
+    state = models.CharField(
+        max_length=16, choices=State.choices, default=State.PENDING, db_index=True
+    )
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    decided_by = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    veto_reason = models.CharField(max_length=16, choices=VetoReason.choices, blank=True)
+    veto_note = models.CharField(max_length=200, blank=True)
+    superseded_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    result = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-priority", "created_at"]
+        indexes = [models.Index(fields=["session", "state"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ({self.state})"

@@ -149,6 +149,63 @@ CATALOGUE: dict[str, EventType] = {
             "by",
         ),
         _type(
+            "ghost.proposed",
+            "Ghost proposed something for a live session. Payload: proposal_id, kind, targets "
+            "(device ids), payload, rationale, confidence, policy, priority, expires_at.",
+            "proposal_id",
+            "kind",
+            "targets",
+            "payload",
+            "rationale",
+            "confidence",
+            "policy",
+            "expires_at",
+        ),
+        _type(
+            "ghost.accepted",
+            "A proposal was accepted. Payload: proposal_id, by (operator, or autopilot), "
+            "decision_s (from proposed to decided).",
+            "proposal_id",
+            "by",
+            "decision_s",
+        ),
+        _type(
+            "ghost.vetoed",
+            "An operator vetoed a proposal. Payload: proposal_id, by, reason "
+            "(bad_framing|wrong_moment|device_problem|other), note, decision_s. A training label.",
+            "proposal_id",
+            "by",
+            "reason",
+            "note",
+            "decision_s",
+        ),
+        _type(
+            "ghost.expired",
+            "A proposal's countdown ended with no decision (supervised mode). Payload: "
+            "proposal_id.",
+            "proposal_id",
+        ),
+        _type(
+            "ghost.superseded",
+            "A newer, higher-priority proposal took a pending one's place. Payload: "
+            "proposal_id, by_proposal_id.",
+            "proposal_id",
+            "by_proposal_id",
+        ),
+        _type(
+            "ghost.executed",
+            "An accepted proposal was carried out through the operator's own services. "
+            "Payload: proposal_id, result.",
+            "proposal_id",
+            "result",
+        ),
+        _type(
+            "ghost.failed",
+            "An accepted proposal could not be carried out. Payload: proposal_id, result.",
+            "proposal_id",
+            "result",
+        ),
+        _type(
             "pairing.rotated",
             "The pairing code changed. Payload: reason (first|expired|operator). The code "
             "itself is never written to the ledger.",

@@ -17,6 +17,10 @@ app.autodiscover_tasks()
 app.conf.beat_schedule = {
     "devices-sweep-offline": {"task": "devices.tasks.devices_sweep_offline", "schedule": 1.0},
     "commands-sweep-expired": {"task": "devices.tasks.commands_sweep_expired", "schedule": 1.0},
+    "proposals-sweep-expired": {
+        "task": "director.tasks.proposals_sweep_expired",
+        "schedule": 1.0,
+    },
     "pairing-code-refresh": {"task": "devices.tasks.pairing_code_refresh", "schedule": 5.0},
     "ledger-outbox-sweep": {"task": "ledger.tasks.outbox_flush_task", "schedule": 5.0},
 }
