@@ -32,21 +32,13 @@ def command_json(command: DeviceCommand, clock_offset_s: float | None) -> dict[s
 
 
 @database_sync_to_async
-def _claim(device_id: UUID, via: str) -> list[DeviceCommand]:
+def claim(*, device_id: UUID, via: str) -> list[DeviceCommand]:
     return services.command_claim(device_id=device_id, via=via)
 
 
 @database_sync_to_async
-def _offset(device_id: UUID) -> float | None:
+def clock_offset(*, device_id: UUID) -> float | None:
     return Device.objects.filter(pk=device_id).values_list("clock_offset_s", flat=True).first()
-
-
-async def clock_offset(*, device_id: UUID) -> float | None:
-    return await _offset(device_id)
-
-
-async def claim(*, device_id: UUID, via: str) -> list[DeviceCommand]:
-    return await _claim(device_id, via)
 
 
 async def commands_wait(
@@ -60,7 +52,7 @@ async def commands_wait(
     stop = stop or asyncio.Event()
     layer = get_channel_layer()
     if layer is None or wait_s <= 0:
-        return await _claim(device_id, via)
+        return await claim(device_id=device_id, via=via)
     channel = await layer.new_channel()
     group = broadcast.device_group(device_id)
     # Join before the first claim, so a command queued in between wakes us.
@@ -71,7 +63,7 @@ async def commands_wait(
         while True:
             if stop.is_set():
                 return []
-            claimed = await _claim(device_id, via)
+            claimed = await claim(device_id=device_id, via=via)
             remaining = deadline - loop.time()
             if claimed or remaining <= 0:
                 return claimed

@@ -109,8 +109,8 @@ def _card(request: HttpRequest, device_id: str) -> HttpResponse:
     return render(request, "director/partials/device_card.html", {"device": device})
 
 
-def _command_refused(exc: Exception) -> HttpResponse:
-    return _toast(HttpResponse(status=409), str(exc), "error")
+def _refused(message: object) -> HttpResponse:
+    return _toast(HttpResponse(status=409), str(message), "error")
 
 
 def _command(
@@ -122,7 +122,7 @@ def _command(
             device_id=device.pk, type=type, args=args, issued_by=request.user.get_username()
         )
     except device_services.CommandRefused as exc:
-        return _command_refused(exc)
+        return _refused(exc)
     return _card(request, str(device.pk))
 
 
@@ -156,7 +156,7 @@ def device_capture(request: HttpRequest, device_id: str) -> HttpResponse:
             synchronized=False,
         )
     except device_services.CommandRefused as exc:
-        return _command_refused(exc)
+        return _refused(exc)
     return _toast(_card(request, device_id), f"Capturing on {device.name}…")
 
 
@@ -165,15 +165,13 @@ def device_hero(request: HttpRequest, device_id: str) -> HttpResponse:
     device = get_object_or_404(Device, pk=device_id)
     session = selectors.live_session_for_device(device.pk)
     if session is None:
-        return _command_refused(
-            Exception(f"{device.name} is not in a live session; start one to put it on air.")
-        )
+        return _refused(f"{device.name} is not in a live session; start one to put it on air.")
     try:
         services.session_hero_switch(
             session_id=session.pk, device_id=device.pk, switched_by=request.user.get_username()
         )
     except services.SessionRefused as exc:
-        return _command_refused(exc)
+        return _refused(exc)
     return _toast(_card(request, device_id), f"{device.name} is on air.")
 
 
@@ -187,7 +185,7 @@ def capture_all(request: HttpRequest) -> HttpResponse:
             session_id=session.pk if session else None,
         )
     except device_services.CommandRefused as exc:
-        return _command_refused(exc)
+        return _refused(exc)
     lead_ms = (commands[0].fire_at - commands[0].issued_at).total_seconds() * 1000  # type: ignore[operator]
     return _toast(
         HttpResponse(),

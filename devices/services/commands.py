@@ -333,27 +333,35 @@ def command_ack(
     return command, True
 
 
-@transaction.atomic
-def command_expire(*, command_id: UUID) -> DeviceCommand:
-    """Expire a command whose time ran out. Idempotent; a finished command is left alone."""
-    command = DeviceCommand.objects.select_for_update().get(pk=command_id)
-    now = timezone.now()
-    if not command.is_open or command.expires_at > now:
-        return command
-    was = command.state
+def _mark_expired(command: DeviceCommand, *, reason: str | None = None) -> None:
+    """The one way a command becomes expired: state, ledger event, card push."""
+    payload: dict[str, Any] = {
+        "command_id": str(command.pk),
+        "command": command.type,
+        "was": command.state,
+    }
+    if reason is not None:
+        payload["reason"] = reason
     command.state = State.EXPIRED
-    command.finished_at = now
+    command.finished_at = timezone.now()
     command.save(update_fields=["state", "finished_at"])
     ledger.record(
         type="command.expired",
         device_id=command.device_id,
         session_id=command.session_id,
-        payload={"command_id": str(command.pk), "command": command.type, "was": was},
+        payload=payload,
     )
-    device_id = command.device_id
     transaction.on_commit(
-        functools.partial(broadcast.device_changed, device_id=device_id), robust=True
+        functools.partial(broadcast.device_changed, device_id=command.device_id), robust=True
     )
+
+
+@transaction.atomic
+def command_expire(*, command_id: UUID) -> DeviceCommand:
+    """Expire a command whose time ran out. Idempotent; a finished command is left alone."""
+    command = DeviceCommand.objects.select_for_update().get(pk=command_id)
+    if command.is_open and command.expires_at <= timezone.now():
+        _mark_expired(command)
     return command
 
 
@@ -361,31 +369,14 @@ def command_expire(*, command_id: UUID) -> DeviceCommand:
 def commands_expire_for_session(*, session_id: UUID) -> int:
     """A stopped session's open commands end here: none is delivered or acted on after the
     session. Returns how many it ended."""
-    now = timezone.now()
-    ended = 0
-    for command in DeviceCommand.objects.select_for_update().filter(
-        session_id=session_id, state__in=DeviceCommand.OPEN_STATES
-    ):
-        was = command.state
-        command.state = State.EXPIRED
-        command.finished_at = now
-        command.save(update_fields=["state", "finished_at"])
-        ledger.record(
-            type="command.expired",
-            device_id=command.device_id,
-            session_id=session_id,
-            payload={
-                "command_id": str(command.pk),
-                "command": command.type,
-                "was": was,
-                "reason": "session_stopped",
-            },
+    open_commands = list(
+        DeviceCommand.objects.select_for_update().filter(
+            session_id=session_id, state__in=DeviceCommand.OPEN_STATES
         )
-        transaction.on_commit(
-            functools.partial(broadcast.device_changed, device_id=command.device_id), robust=True
-        )
-        ended += 1
-    return ended
+    )
+    for command in open_commands:
+        _mark_expired(command, reason="session_stopped")
+    return len(open_commands)
 
 
 def commands_expire_due() -> int:

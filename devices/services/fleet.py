@@ -331,7 +331,8 @@ def _placement_differs(device: Device, placement: ReportedPlacement) -> bool:
         "height_m": placement.height_m,
     }
     return any(
-        value is not None and abs((getattr(device, name) or -1e9) - value) > 0.01
+        value is not None
+        and (getattr(device, name) is None or abs(getattr(device, name) - value) > 0.01)
         for name, value in reported.items()
     )
 
