@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 DEVICES ?= 4
+# 1: a simulated stand-in operator starts a demo session and decides Ghost's proposals.
+STANDIN ?= 1
+STANDIN_FLAG = $(if $(filter 0,$(STANDIN)),,--stand-in)
 
 NODE := $(shell command -v node)
 CONVEX_DEPS := convex/node_modules/.package-lock.json
@@ -42,8 +45,11 @@ endif
 migrate: $(STAMP)
 	@$(PY) manage.py migrate --noinput -v0
 
+# The demo shoot switches heroes sooner than a real take would, so Ghost shows itself quickly.
+run: export MOTIONMIX_GHOST_HERO_STALE_S ?= 20
+run: export MOTIONMIX_GHOST_CADENCE_S ?= 40
 run: migrate convex-deps
-	@$(PY) manage.py serve --host $(HOST) --port $(PORT) --simulate $(DEVICES) --demo-operator --ledger-bridge
+	@$(PY) manage.py serve --host $(HOST) --port $(PORT) --simulate $(DEVICES) --demo-operator --ledger-bridge $(STANDIN_FLAG)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

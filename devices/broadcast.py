@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Literal, TypedDict
 from uuid import UUID
 
@@ -15,6 +16,8 @@ FLEET_GROUP = "fleet"
 class DevicesChanged(TypedDict):
     type: Literal["devices.changed"]
     device_id: str
+    # Server clock (unix s) after the commit: pages may share a render begun later.
+    sent_at: float
 
 
 class PairingChanged(TypedDict):
@@ -38,7 +41,10 @@ def _send(group: str, message: DevicesChanged | PairingChanged | CommandsReady) 
 
 
 def device_changed(*, device_id: UUID) -> None:
-    _send(FLEET_GROUP, DevicesChanged(type="devices.changed", device_id=str(device_id)))
+    _send(
+        FLEET_GROUP,
+        DevicesChanged(type="devices.changed", device_id=str(device_id), sent_at=time.time()),
+    )
 
 
 def devices_changed(*, device_ids: list[UUID]) -> None:
@@ -47,9 +53,13 @@ def devices_changed(*, device_ids: list[UUID]) -> None:
     if layer is None or not device_ids:
         return
 
+    sent_at = time.time()
+
     async def send_all() -> None:
         for device_id in device_ids:
-            message = DevicesChanged(type="devices.changed", device_id=str(device_id))
+            message = DevicesChanged(
+                type="devices.changed", device_id=str(device_id), sent_at=sent_at
+            )
             await layer.group_send(FLEET_GROUP, dict(message))
 
     send_soon(send_all(), what=f"push of {len(device_ids)} devices to {FLEET_GROUP}")

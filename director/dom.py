@@ -19,3 +19,10 @@ def device_card_id(device_id: UUID | str) -> str:
 def coverage_camera_id(device_id: UUID | str) -> str:
     # Stable across re-renders, so htmx can hand keyboard focus back to the same marker.
     return f"coverage-{device_id}-camera"
+
+
+SESSION_HEAD = "session-head"
+GHOST_BANNER = "ghost-banner"
+GHOST_PANEL = "ghost-panel"
+HERO_AREA = "hero-area"
+EVENT_LOG = "event-log"

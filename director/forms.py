@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import forms
 
 from devices.models import Device, DeviceCommand
+from director.models import GhostProposal, PhotoshootSession
 
 
 class SessionForm(forms.Form):
@@ -39,3 +40,12 @@ class FlipForm(ErrorTextMixin, forms.Form):
             current = {k: bool(pending.args.get(k)) for k in current}
         axis = self.cleaned_data["axis"]
         return {**current, axis: not current[axis]}
+
+
+class GhostModeForm(ErrorTextMixin, forms.Form):
+    mode = forms.ChoiceField(choices=PhotoshootSession.GhostMode.choices)
+
+
+class VetoForm(ErrorTextMixin, forms.Form):
+    reason = forms.ChoiceField(choices=GhostProposal.VetoReason.choices)
+    note = forms.CharField(required=False, max_length=200, strip=True)

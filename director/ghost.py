@@ -8,6 +8,7 @@ exactly one decision: the second is refused with what happened first.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from datetime import timedelta
@@ -16,18 +17,27 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 import ledger
 from devices import services as device_services
 from devices.models import Device
 from director import services as session_services
+from director.ghost_payloads import PayloadInvalid, validate_payload
 from director.models import GhostProposal, PhotoshootSession
+
+logger = logging.getLogger(__name__)
 
 Kind = GhostProposal.Kind
 State = GhostProposal.State
-DEFAULT_TTL_S = 10.0
 SINGLE_TARGET = {Kind.SWITCH_HERO, Kind.SET_LENS, Kind.SET_FLIP, Kind.REPOSITION}
+# Why a pending proposal ended undecided; the history shows the text.
+EXPIRY_REASONS = {
+    "countdown": "Nobody decided before the countdown ran out.",
+    "ghost_off": "Ghost was switched off.",
+    "session_stopped": "The session stopped.",
+}
 
 
 class ProposalRefused(Exception):
@@ -70,6 +80,11 @@ def proposal_create(
         raise ProposalRefused(f"Ghost is off for “{session.name}”.")
     if kind not in Kind.values:
         raise ProposalRefused(f"{kind!r} is not something Ghost can propose.")
+    try:
+        # The one schema for an action, shared with the external API.
+        payload = validate_payload(kind, payload)
+    except PayloadInvalid as exc:
+        raise ProposalRefused(str(exc)) from None
     targets = list(session.devices.filter(pk__in=target_ids))
     if len(targets) != len(set(target_ids)):
         raise ProposalRefused("Every target must be a camera of this session.")
@@ -80,7 +95,7 @@ def proposal_create(
     if not math.isfinite(confidence) or not 0 <= confidence <= 1:
         raise ProposalRefused("Confidence is a number from 0 to 1.")
     now = timezone.now()
-    ttl = ttl_s if ttl_s is not None else getattr(settings, "MOTIONMIX_GHOST_TTL_S", DEFAULT_TTL_S)
+    ttl = ttl_s if ttl_s is not None else settings.MOTIONMIX_GHOST_TTL_S
     banner = _current(session.pk)
     proposal = GhostProposal.objects.create(
         session=session,
@@ -112,6 +127,7 @@ def proposal_create(
     )
     if banner is not None and priority > banner.priority:
         proposal_supersede(proposal_id=banner.pk, by_proposal_id=proposal.pk)
+    _sync_preview(session.pk)
     return proposal
 
 
@@ -171,6 +187,11 @@ def _accept(proposal: GhostProposal, decided_by: str) -> GhostProposal:
             "decision_s": _decision_s(proposal),
         },
     )
+    if proposal.kind == Kind.REPOSITION:
+        # An instruction for the crew: it is carried out when the camera's placement
+        # changes, or when the operator marks it done.
+        _sync_preview(proposal.session_id)
+        return proposal
     return proposal_execute(proposal_id=proposal.pk)
 
 
@@ -200,17 +221,31 @@ def proposal_veto(
             "decision_s": _decision_s(proposal),
         },
     )
+    _sync_preview(proposal.session_id)
     return proposal
 
 
-def _expire(proposal: GhostProposal) -> None:
+def _expire(proposal: GhostProposal, reason: str) -> None:
     proposal.state = State.EXPIRED
     proposal.decided_at = timezone.now()
-    proposal.save(update_fields=["state", "decided_at"])
+    proposal.result = EXPIRY_REASONS[reason]
+    proposal.save(update_fields=["state", "decided_at", "result"])
     ledger.record(
         type="ghost.expired",
         session_id=proposal.session_id,
-        payload={"proposal_id": str(proposal.pk)},
+        payload={"proposal_id": str(proposal.pk), "reason": reason},
+    )
+
+
+def _finish(proposal: GhostProposal, state: str, result: str) -> None:
+    """An accepted proposal ends `executed` or `failed`, with what happened."""
+    proposal.state = state
+    proposal.result = result
+    proposal.save(update_fields=["state", "result"])
+    ledger.record(
+        type=f"ghost.{state}",
+        session_id=proposal.session_id,
+        payload={"proposal_id": str(proposal.pk), "result": result},
     )
 
 
@@ -225,8 +260,47 @@ def proposal_expire(*, proposal_id: UUID) -> GhostProposal:
         return proposal
     if proposal.session.ghost_mode == PhotoshootSession.GhostMode.AUTOPILOT:
         return _accept(proposal, "autopilot")
-    _expire(proposal)
+    _expire(proposal, "countdown")
+    _sync_preview(proposal.session_id)
     return proposal
+
+
+@transaction.atomic
+def proposals_end_for_session(*, session_id: UUID, reason: str) -> int:
+    """Ghost was switched off, or the session stopped: its pending proposals expire, and on a
+    stop the repositions still waiting for the crew fail. Returns how many ended."""
+    if reason not in EXPIRY_REASONS or reason == "countdown":
+        raise ValueError(f"not a reason to end a session's proposals: {reason!r}")
+    ended = 0
+    for proposal in GhostProposal.objects.select_for_update().filter(
+        session_id=session_id, state=State.PENDING
+    ):
+        _expire(proposal, reason)
+        ended += 1
+    if reason == "session_stopped":
+        for proposal in GhostProposal.objects.select_for_update().filter(
+            session_id=session_id, state=State.ACCEPTED
+        ):
+            _finish(proposal, State.FAILED, "The session ended before the camera was moved.")
+            ended += 1
+    _sync_preview(session_id)
+    return ended
+
+
+def repositions_complete_due() -> int:
+    """Carry out every accepted reposition whose camera has been placed since the decision."""
+    due = list(
+        GhostProposal.objects.filter(
+            state=State.ACCEPTED,
+            kind=Kind.REPOSITION,
+            targets__placed_at__gt=F("decided_at"),
+        )
+        .values_list("pk", flat=True)
+        .distinct()[:200]
+    )
+    for proposal_id in due:
+        proposal_execute(proposal_id=proposal_id)
+    return len(due)
 
 
 def proposals_expire_due() -> int:
@@ -242,37 +316,86 @@ def proposals_expire_due() -> int:
 
 
 @transaction.atomic
-def proposal_execute(*, proposal_id: UUID) -> GhostProposal:
+def proposal_execute(*, proposal_id: UUID, marked_done_by: str = "") -> GhostProposal:
     """Carry out an accepted proposal through the operator's own services. A refusal there
-    (an offline camera, a lens it lacks) ends the proposal `failed` with the reason."""
+    (an offline camera, a lens it lacks) ends the proposal `failed` with the reason.
+
+    A reposition is done by the crew: it completes once its camera's placement changed after
+    the decision, or when an operator marks it done (`marked_done_by`)."""
     proposal = GhostProposal.objects.select_for_update().get(pk=proposal_id)
     if proposal.state != State.ACCEPTED:
         raise ProposalRefused(
-            f"Only an accepted proposal is carried out, not a {proposal.state} one."
+            f"Only an accepted proposal is carried out; this one is "
+            f"{proposal.get_state_display().lower()}."
         )
     targets = list(proposal.targets.order_by("name"))
-    try:
-        with transaction.atomic():
-            result = _run(proposal, targets)
-    except (session_services.SessionRefused, device_services.CommandRefused) as exc:
-        proposal.state = State.FAILED
-        proposal.result = str(exc)
-        proposal.save(update_fields=["state", "result"])
-        ledger.record(
-            type="ghost.failed",
-            session_id=proposal.session_id,
-            payload={"proposal_id": str(proposal.pk), "result": proposal.result},
-        )
-        return proposal
-    proposal.state = State.EXECUTED
-    proposal.result = result
-    proposal.save(update_fields=["state", "result"])
-    ledger.record(
-        type="ghost.executed",
-        session_id=proposal.session_id,
-        payload={"proposal_id": str(proposal.pk), "result": result},
-    )
+    if proposal.kind == Kind.REPOSITION:
+        result = _reposition_result(proposal, targets[0], marked_done_by)
+    else:
+        try:
+            with transaction.atomic():
+                result = _run(proposal, targets)
+        except (session_services.SessionRefused, device_services.CommandRefused) as exc:
+            _finish(proposal, State.FAILED, str(exc))
+            _sync_preview(proposal.session_id)
+            return proposal
+    _finish(proposal, State.EXECUTED, result)
+    _sync_preview(proposal.session_id)
     return proposal
+
+
+def _reposition_result(proposal: GhostProposal, camera: Device, marked_done_by: str) -> str:
+    if marked_done_by:
+        return f"{camera.name}: move marked done by {marked_done_by}"
+    camera.refresh_from_db(fields=["placed_at", "azimuth_deg"])
+    decided = proposal.decided_at
+    if camera.placed_at is None or decided is None or camera.placed_at <= decided:
+        raise ProposalRefused(
+            f"{camera.name} has not been moved yet; mark the move done once the crew has moved it."
+        )
+    where = f"{camera.azimuth_deg:.0f}°" if camera.azimuth_deg is not None else "a new place"
+    return f"{camera.name} moved to {where}"
+
+
+def _sync_preview(session_id: UUID) -> None:
+    """The tally shows `preview` on the camera the banner proposes to put on air, so the
+    crew sees it coming; every other preview goes back off. Best effort: a tally that cannot
+    be sent never blocks a decision."""
+    session = PhotoshootSession.objects.get(pk=session_id)
+    wanted: UUID | None = None
+    if session.status == PhotoshootSession.Status.LIVE:
+        banner = (
+            GhostProposal.objects.filter(session_id=session_id, state=State.PENDING)
+            .order_by("-priority", "created_at")
+            .first()
+        )
+        if banner is not None and banner.kind == Kind.SWITCH_HERO:
+            target = banner.targets.values_list("pk", flat=True).first()
+            if target is not None and target != session.hero_id:
+                wanted = target
+    changes = [
+        (device_id, "off")
+        for device_id in session.devices.filter(tally=Device.Tally.PREVIEW)
+        .exclude(pk=wanted)
+        .values_list("pk", flat=True)
+    ]
+    if (
+        wanted is not None
+        and not session.devices.filter(pk=wanted, tally=Device.Tally.PREVIEW).exists()
+    ):
+        changes.append((wanted, "preview"))
+    for device_id, state in changes:
+        try:
+            with transaction.atomic():
+                device_services.command_issue(
+                    device_id=device_id,
+                    type="tally",
+                    args={"state": state},
+                    session_id=session_id,
+                    issued_by="ghost",
+                )
+        except device_services.CommandRefused:
+            logger.warning("tally %s for %s refused", state, device_id, exc_info=True)
 
 
 def _run(proposal: GhostProposal, targets: list[Device]) -> str:
@@ -295,14 +418,12 @@ def _run(proposal: GhostProposal, targets: list[Device]) -> str:
             synchronized=proposal.kind == Kind.CAPTURE_ALL,
         )
         return f"capture sent to {len(commands)} camera(s)"
-    if proposal.kind in (Kind.SET_LENS, Kind.SET_FLIP):
-        command = device_services.command_issue(
-            device_id=targets[0].pk,
-            type=proposal.kind,
-            args=proposal.payload,
-            issued_by=by,
-            session_id=session_id,
-        )
-        return f"{command.type} sent to {targets[0].name}"
-    # A reposition is an instruction for the crew: shown, then done when the camera moves.
-    return f"move {targets[0].name} to {proposal.payload.get('azimuth_deg', '?')}°"
+    # set_lens or set_flip (a reposition is carried out by the crew, never here).
+    command = device_services.command_issue(
+        device_id=targets[0].pk,
+        type=proposal.kind,
+        args=proposal.payload,
+        issued_by=by,
+        session_id=session_id,
+    )
+    return f"{command.type} sent to {targets[0].name}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 
 
@@ -172,3 +173,52 @@ class GhostProposal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} ({self.state})"
+
+
+class ServiceToken(models.Model):
+    """A bearer token for another AI service (the music model, say) that posts Ghost proposals
+    through `/api/v1/ghost/`. Only the sha256 of the token is kept, with a short prefix to tell
+    tokens apart; only `director/service_tokens.py` creates or revokes one."""
+
+    # Proposals record their policy as `external:<name>` in 64 characters.
+    NAME_MAX_LENGTH = 55
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(
+        max_length=NAME_MAX_LENGTH,
+        unique=True,
+        validators=[
+            RegexValidator(
+                r"^[a-z0-9][a-z0-9._-]*$",
+                "Use lowercase letters, digits, dots, dashes and underscores, such as "
+                "“music-model”.",
+            )
+        ],
+        help_text="The service's name; its proposals show as “external:<name>”.",
+    )
+    prefix = models.CharField(max_length=16, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def policy(self) -> str:
+        return f"external:{self.name}"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None

@@ -12,7 +12,8 @@ from django.utils import timezone
 import ledger
 from devices import services as device_services
 from devices.models import Device
-from director.models import PhotoshootSession
+from director import ghost_selectors
+from director.models import PhotoshootSession, Still
 from ledger.models import ProductionEvent
 
 
@@ -108,13 +109,19 @@ def session_stop(*, session_id: UUID) -> PhotoshootSession:
     session.status = PhotoshootSession.Status.ENDED
     session.ended_at = timezone.now()
     session.save(update_fields=["status", "ended_at"])
-    # Nothing asked for in this session is carried out after it (the tally off below is new).
+    # Nothing asked for in this session is carried out after it (the tally off below is new),
+    # and Ghost's open proposals end with it.
     device_services.commands_expire_for_session(session_id=session.pk)
+    from director import ghost
+
+    ghost.proposals_end_for_session(session_id=session.pk, reason="session_stopped")
     summary = {
         "duration_s": round(session.duration_s or 0.0, 3),
         "devices": session.devices.count(),
+        "stills": Still.objects.filter(session=session).count(),
         # Events recorded in this session before the stop, the stop itself excluded.
         "events": ProductionEvent.objects.filter(stream=str(session.pk)).count(),
+        **ghost_selectors.ghost_metrics(session_id=session.pk).as_summary(),
     }
     ledger.record(
         type="session.stopped",
@@ -123,6 +130,35 @@ def session_stop(*, session_id: UUID) -> PhotoshootSession:
         payload={"session": {**_session_row(session), "summary": summary}, "summary": summary},
     )
     _tally(session, "off")
+    return session
+
+
+@transaction.atomic
+def session_ghost_mode_set(*, session_id: UUID, mode: str, by: str) -> PhotoshootSession:
+    """Switch Ghost off, to supervised or to autopilot. Switching it off ends the proposals
+    still waiting; the change itself is on the record. Setting the current mode changes
+    nothing."""
+    session = PhotoshootSession.objects.select_for_update().get(pk=session_id)
+    if mode not in PhotoshootSession.GhostMode.values:
+        raise SessionRefused(
+            f"Ghost mode is one of {', '.join(PhotoshootSession.GhostMode.values)}, not {mode!r}."
+        )
+    if session.status == PhotoshootSession.Status.ENDED:
+        raise SessionRefused(f"“{session.name}” has ended; its Ghost mode is kept as it was.")
+    if session.ghost_mode == mode:
+        return session
+    previous = session.ghost_mode
+    session.ghost_mode = mode
+    session.save(update_fields=["ghost_mode"])
+    ledger.record(
+        type="session.ghost_mode_changed",
+        session_id=session.pk,
+        payload={"from": previous, "to": mode, "by": by},
+    )
+    if mode == PhotoshootSession.GhostMode.OFF:
+        from director import ghost
+
+        ghost.proposals_end_for_session(session_id=session.pk, reason="ghost_off")
     return session
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from director import views, views_coverage
+from director import views, views_coverage, views_session
 from director.stills import views as stills_views
 
 app_name = "director"
@@ -12,6 +12,32 @@ urlpatterns = [
     path("sessions/new", views.session_create, name="session_create"),
     path("sessions/<uuid:session_id>/start", views.session_start, name="session_start"),
     path("sessions/<uuid:session_id>/stop", views.session_stop, name="session_stop"),
+    path("sessions/<uuid:session_id>/", views_session.session_live, name="session_live"),
+    path(
+        "sessions/<uuid:session_id>/ghost/mode",
+        views_session.session_ghost_mode,
+        name="session_ghost_mode",
+    ),
+    path(
+        "sessions/<uuid:session_id>/ghost/banner",
+        views_session.session_banner,
+        name="session_banner",
+    ),
+    path(
+        "sessions/<uuid:session_id>/ghost/<uuid:proposal_id>/accept",
+        views_session.proposal_accept,
+        name="proposal_accept",
+    ),
+    path(
+        "sessions/<uuid:session_id>/ghost/<uuid:proposal_id>/veto",
+        views_session.proposal_veto,
+        name="proposal_veto",
+    ),
+    path(
+        "sessions/<uuid:session_id>/ghost/<uuid:proposal_id>/done",
+        views_session.proposal_done,
+        name="proposal_done",
+    ),
     path("registry/", views.registry, name="registry"),
     path("registry/pairing/rotate", views.pairing_rotate, name="pairing_rotate"),
     path("registry/coverage", views_coverage.coverage_map, name="coverage_map"),

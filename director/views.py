@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from devices import services as device_services
 from devices.models import Device
-from director import selectors, services
+from director import dom, selectors, services, session_fragments
 from director.coverage_map import build_coverage_map
 from director.forms import FlipForm, SessionForm, ZoomForm
 from director.models import PhotoshootSession
@@ -60,7 +60,11 @@ def _session_transition(request: HttpRequest, session_id: str, action: str) -> H
     except services.SessionRefused as exc:
         response = HttpResponse(status=409)
         return _toast(response, str(exc), "error")
-    response = render(request, "director/partials/session_row.html", {"s": session})
+    if request.htmx and request.htmx.target == dom.SESSION_HEAD:
+        # The session's own page: its head changes; the socket pushes the rest.
+        response = HttpResponse(session_fragments.part(session=session, name="head"))
+    else:
+        response = render(request, "director/partials/session_row.html", {"s": session})
     verb = "is live" if action == "start" else "has ended"
     return _toast(response, f"“{session.name}” {verb}.")
 

@@ -136,9 +136,19 @@ CATALOGUE: dict[str, EventType] = {
         _type(
             "session.stopped",
             "A live session ended. Payload: session (the productionSessions row, with endedAt "
-            "and summary), summary (duration_s, devices, events).",
+            "and summary), summary (duration_s, devices, events, stills, proposals: proposed, "
+            "accepted, vetoed, expired, superseded, executed, failed, accept_rate (accepted "
+            "over operator decisions, or null), median_decision_s (or null)).",
             "session",
             "summary",
+        ),
+        _type(
+            "session.ghost_mode_changed",
+            "The operator switched Ghost off, to supervised or to autopilot. Payload: from, "
+            "to (off|supervised|autopilot), by.",
+            "from",
+            "to",
+            "by",
         ),
         _type(
             "hero.switched",
@@ -181,8 +191,9 @@ CATALOGUE: dict[str, EventType] = {
         ),
         _type(
             "ghost.expired",
-            "A proposal's countdown ended with no decision (supervised mode). Payload: "
-            "proposal_id.",
+            "A pending proposal ended with no decision: its countdown ran out (supervised), "
+            "Ghost was switched off, or the session stopped. Payload: proposal_id, reason "
+            "(countdown|ghost_off|session_stopped; absent in early events).",
             "proposal_id",
         ),
         _type(
@@ -194,14 +205,16 @@ CATALOGUE: dict[str, EventType] = {
         ),
         _type(
             "ghost.executed",
-            "An accepted proposal was carried out through the operator's own services. "
+            "An accepted proposal was carried out through the operator's own services; a "
+            "reposition, when the camera's placement changed or the operator marked it done. "
             "Payload: proposal_id, result.",
             "proposal_id",
             "result",
         ),
         _type(
             "ghost.failed",
-            "An accepted proposal could not be carried out. Payload: proposal_id, result.",
+            "An accepted proposal could not be carried out (or, for a reposition, the session "
+            "ended before the camera moved). Payload: proposal_id, result.",
             "proposal_id",
             "result",
         ),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -51,12 +52,19 @@ def event_record(
     # Round-trip through JSON now, so a payload that cannot be stored fails in the service.
     clean_payload = json.loads(json.dumps(payload, cls=DjangoJSONEncoder))
     stream = str(session_id) if session_id else FLEET_STREAM
-    from ledger.broadcast import ledger_changed
+    from ledger.broadcast import SessionPush, ledger_changed
     from ledger.sync import wake
 
-    transaction.on_commit(wake, robust=True)
-    transaction.on_commit(ledger_changed, robust=True)
-    return ProductionEvent.objects.create(
+    if session_id is not None:
+        # The session's pages go first: the operator acts on them (the Ghost banner); the
+        # ledger chip and the sync can wait the few milliseconds.
+        push = _pending(lambda f: isinstance(f, SessionPush) and f.session_id == session_id)
+        if push is None:
+            push = SessionPush(session_id)
+            transaction.on_commit(push, robust=True)
+    _on_commit_once(wake)
+    _on_commit_once(ledger_changed)
+    event = ProductionEvent.objects.create(
         session_id=session_id,
         stream=stream,
         seq=_next_seq(stream),
@@ -65,3 +73,21 @@ def event_record(
         device_id=device_id,
         payload=clean_payload,
     )
+    if session_id is not None:
+        push.add(type, event.seq)  # type: ignore[union-attr]
+    return event
+
+
+def _pending(match: Callable[[object], bool]) -> object | None:
+    """The callback already waiting for this transaction's commit that `match`es, if any.
+    (Callbacks of a savepoint that rolls back leave the list with it.)"""
+    for _savepoints, func, _robust in transaction.get_connection().run_on_commit:
+        if match(func):
+            return func
+    return None
+
+
+def _on_commit_once(func: Callable[[], None]) -> None:
+    """Run `func` after the commit, once however many events the transaction records."""
+    if _pending(lambda f: f is func) is None:
+        transaction.on_commit(func, robust=True)

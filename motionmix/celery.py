@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "motionmix.settings")
 
@@ -21,6 +22,19 @@ app.conf.beat_schedule = {
         "task": "director.tasks.proposals_sweep_expired",
         "schedule": 1.0,
     },
+    # Ghost's policies, for every live session.
+    "ghost-policies-tick": {
+        "task": "director.tasks.ghost_policies_tick",
+        "schedule": float(os.environ.get("MOTIONMIX_GHOST_POLICY_INTERVAL_S", "2")),
+    },
     "pairing-code-refresh": {"task": "devices.tasks.pairing_code_refresh", "schedule": 5.0},
     "ledger-outbox-sweep": {"task": "ledger.tasks.outbox_flush_task", "schedule": 5.0},
 }
+
+
+@worker_process_init.connect
+def _pushes_from_one_loop(**_: object) -> None:
+    """Each worker process sends its live pushes from one long-lived loop (ledger/pushes.py)."""
+    from ledger.pushes import push_loop
+
+    push_loop.enable()

@@ -251,6 +251,25 @@ MOTIONMIX_STILL_MAX_BYTES = int(os.environ.get("MOTIONMIX_STILL_MAX_BYTES", str(
 MOTIONMIX_STILL_NAME_TEMPLATE = os.environ.get(
     "MOTIONMIX_STILL_NAME_TEMPLATE", "{session}/{device}/{seq:04d}_{lens}.{ext}"
 )
+# Ghost's policies run this often for each live session (Celery beat or the server's ticker).
+MOTIONMIX_GHOST_POLICY_INTERVAL_S = float(os.environ.get("MOTIONMIX_GHOST_POLICY_INTERVAL_S", "2"))
+# Coverage-gap: propose a move when the largest uncovered arc is wider than this.
+MOTIONMIX_GHOST_GAP_DEG = float(os.environ.get("MOTIONMIX_GHOST_GAP_DEG", "90"))
+# Hero-staleness: offer another camera once the hero has been on air this long.
+MOTIONMIX_GHOST_HERO_STALE_S = float(os.environ.get("MOTIONMIX_GHOST_HERO_STALE_S", "45"))
+# Cadence: propose a capture-all after this long without a still during a take.
+MOTIONMIX_GHOST_CADENCE_S = float(os.environ.get("MOTIONMIX_GHOST_CADENCE_S", "60"))
+# Health: a hero below this battery (and not charging) is moved off.
+MOTIONMIX_GHOST_LOW_BATTERY_PERCENT = float(
+    os.environ.get("MOTIONMIX_GHOST_LOW_BATTERY_PERCENT", "15")
+)
+# Facing: pose frames older than this say nothing about where the subject faces now.
+MOTIONMIX_GHOST_POSE_MAX_AGE_S = float(os.environ.get("MOTIONMIX_GHOST_POSE_MAX_AGE_S", "3"))
+# A policy does not repeat an idea within the cooldown, nor within the veto cooldown of a veto.
+MOTIONMIX_GHOST_COOLDOWN_S = float(os.environ.get("MOTIONMIX_GHOST_COOLDOWN_S", "30"))
+MOTIONMIX_GHOST_VETO_COOLDOWN_S = float(os.environ.get("MOTIONMIX_GHOST_VETO_COOLDOWN_S", "120"))
+# How long a proposal waits on the banner for a decision (autopilot: before it is carried out).
+MOTIONMIX_GHOST_TTL_S = float(os.environ.get("MOTIONMIX_GHOST_TTL_S", "10"))
 # The address devices are told to reach, printed in the pairing QR code.
 MOTIONMIX_PUBLIC_URL = os.environ.get("MOTIONMIX_PUBLIC_URL", "")
 

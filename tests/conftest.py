@@ -49,6 +49,14 @@ def _no_convex_outage_left_over() -> Iterator[None]:
     cache.delete_many([OUTAGE_KEY, FLUSH_LOCK_KEY])
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing() -> None:
+    """In-process tests hash operators' passwords with a cheap hasher: PBKDF2's deliberate
+    cost (about 0.3 s a password) is not under test here and would dominate the suite. The
+    servers the journeys start keep Django's default hashers."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def operator(db: None) -> Any:
     return get_user_model().objects.create_user(username="op", password="op-password-123")

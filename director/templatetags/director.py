@@ -66,3 +66,11 @@ def still_thumb_url(still: Still) -> str:
 def zoom_label(zoom: float | None) -> str:
     """0.5 → "0.5x", 2.0 → "2x"."""
     return "" if zoom is None else f"{float(zoom):.3g}x"
+
+
+@register.filter
+def percent(fraction: float | None) -> str:
+    """0.8 → "80 %"."""
+    if fraction is None:
+        return "—"
+    return f"{fraction * 100:.0f} %"

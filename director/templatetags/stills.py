@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from django import template
 
@@ -12,5 +13,5 @@ register = template.Library()
 
 
 @register.inclusion_tag(STRIP_TEMPLATE)
-def stills_strip(oob: bool = False) -> dict[str, Any]:
-    return strip_context(oob=oob)
+def stills_strip(oob: bool = False, session_id: UUID | None = None) -> dict[str, Any]:
+    return strip_context(oob=oob, session_id=session_id)

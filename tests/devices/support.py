@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -69,6 +70,14 @@ class FleetListener:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=5)
             self.loop.close()
+
+    def changed_devices(self, timeout_s: float = 5.0) -> list[str]:
+        """The device ids of the `devices.changed` pushes so far, each checked to carry the
+        time it was sent (pages share renders by it)."""
+        pushed = self.drain(timeout_s)
+        assert all(m["type"] == "devices.changed" for m in pushed), pushed
+        assert all(abs(m["sent_at"] - time.time()) < 60 for m in pushed), pushed
+        return [m["device_id"] for m in pushed]
 
     def drain(self, timeout_s: float = 5.0) -> list[dict[str, Any]]:
         """Everything the group sent so far. A sentinel sent straight to the channel marks the

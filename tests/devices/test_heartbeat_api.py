@@ -222,7 +222,7 @@ def test_a_heartbeat_tells_the_fleet_group_after_commit(
         device_api.heartbeat(registered["token"])
 
     assert len(callbacks) == 1
-    assert fleet.drain() == [{"type": "devices.changed", "device_id": registered["device_id"]}]
+    assert fleet.changed_devices() == [registered["device_id"]]
 
 
 # --- Back online ----------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def test_going_offline_tells_the_fleet_group_after_commit(
 
     for callback in callbacks:
         callback()
-    assert fleet.drain() == [{"type": "devices.changed", "device_id": registered["device_id"]}]
+    assert fleet.changed_devices() == [registered["device_id"]]
 
 
 def test_a_second_sweep_pushes_nothing(
@@ -188,6 +188,6 @@ def test_coming_back_online_tells_the_fleet_group(
     with django_capture_on_commit_callbacks(execute=True):
         assert device_api.heartbeat(registered["token"]).status_code == 200
 
-    assert fleet.drain() == [{"type": "devices.changed", "device_id": registered["device_id"]}]
+    assert fleet.changed_devices() == [registered["device_id"]]
     assert _status(registered["device_id"]) == Device.Status.ONLINE
     assert len(events("device.online")) == 1

@@ -111,7 +111,7 @@ def test_a_registration_tells_the_fleet_group_after_commit(
     with django_capture_on_commit_callbacks(execute=True):
         body = device_api.register("install-1")
 
-    assert fleet.drain() == [{"type": "devices.changed", "device_id": body["device_id"]}]
+    assert fleet.changed_devices() == [body["device_id"]]
 
 
 # --- Registering again ----------------------------------------------------------------------

@@ -27,17 +27,23 @@ def session_cookie(username: str | None = None) -> bytes:
     return f"sessionid={client.cookies['sessionid'].value}".encode()
 
 
-async def connect(headers: list[tuple[bytes, bytes]]) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(application, REGISTRY_SOCKET, headers=headers)
+def session_socket_path(session_id: object) -> str:
+    return f"/ws/director/sessions/{session_id}/"
+
+
+async def connect(
+    headers: list[tuple[bytes, bytes]], path: str = REGISTRY_SOCKET
+) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, path, headers=headers)
     connected, _ = await communicator.connect(timeout=5)
     assert connected
     return communicator
 
 
-async def operator_socket() -> WebsocketCommunicator:
+async def operator_socket(path: str = REGISTRY_SOCKET) -> WebsocketCommunicator:
     """A connected operator socket; disconnect it in a `finally`."""
     cookie = await sync_to_async(session_cookie)()
-    return await connect([ORIGIN, HOST, (b"cookie", cookie)])
+    return await connect([ORIGIN, HOST, (b"cookie", cookie)], path)
 
 
 async def receive_until(communicator: WebsocketCommunicator, needle: str) -> str:

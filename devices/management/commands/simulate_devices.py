@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -12,6 +13,17 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from devices.services import pairing_code_get_or_rotate
 from devices.simulator import Simulator
 from devices.simulator_camera import DEFAULT_STILL_SIZE, parse_still_size
+from devices.simulator_operator import (
+    DEFAULT_DELAY_S,
+    DEFAULT_SCHEDULE,
+    ScheduleError,
+    StandIn,
+    load_credentials,
+    parse_delay,
+    parse_schedule,
+)
+
+STAND_IN_STOP_S = 2.0
 
 
 class Command(BaseCommand):
@@ -34,6 +46,31 @@ class Command(BaseCommand):
             default="{}x{}".format(*DEFAULT_STILL_SIZE),
             help="Size of the stills the phones capture, WIDTHxHEIGHT (12 MP: 4032x3024).",
         )
+        parser.add_argument(
+            "--stand-in",
+            metavar="FILE",
+            default="",
+            help='Run a simulated stand-in operator too, logged in with the JSON {"username", '
+            '"password"} in FILE: it accepts and vetoes Ghost\'s proposals on a schedule.',
+        )
+        parser.add_argument(
+            "--stand-in-schedule",
+            default=DEFAULT_SCHEDULE,
+            help="What the stand-in does with each new proposal, in a cycle: accept, "
+            "veto:<bad_framing|wrong_moment|device_problem|other> or wait (let it run out). "
+            f"Default: {DEFAULT_SCHEDULE}.",
+        )
+        parser.add_argument(
+            "--stand-in-start-session",
+            action="store_true",
+            help="When no session is live, the stand-in starts a “Demo shoot” once the cameras "
+            "are online (at most one every 5 minutes).",
+        )
+        parser.add_argument(
+            "--stand-in-delay",
+            default="{:g}-{:g}".format(*DEFAULT_DELAY_S),
+            help="How long the stand-in looks at a proposal before it decides, MIN-MAX seconds.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -45,6 +82,7 @@ class Command(BaseCommand):
             still_size = parse_still_size(options["still_size"])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        stand_in = self._stand_in(options)
 
         async def code_source() -> str:
             if fixed_code:
@@ -65,9 +103,25 @@ class Command(BaseCommand):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError):
                     loop.add_signal_handler(sig, simulator.stop)
-            await simulator.run(duration_s=options["duration"])
+            if stand_in is None:
+                await simulator.run(duration_s=options["duration"])
+                return
+            # The stand-in stops with the phones: at the end of --duration or on a signal.
+            operator = asyncio.create_task(stand_in.run())
+            try:
+                await simulator.run(duration_s=options["duration"])
+            finally:
+                stand_in.stop()
+                # A request in flight to a server that no longer answers is not waited out.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(operator, timeout=STAND_IN_STOP_S)
 
         self.stdout.write(f"Simulating {options['count']} iPhones against {options['url']}")
+        if stand_in is not None:
+            self.stdout.write(
+                f"Stand-in operator {stand_in.credentials.username!r} follows the schedule "
+                + ",".join(str(step) for step in stand_in.schedule)
+            )
         asyncio.run(main())
         phones = simulator.phones
         beats = sum(p.beats for p in phones)
@@ -77,4 +131,32 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Stopped: {beats} heartbeats, {commands} commands done, {stills} stills uploaded, "
             f"{errors} errors."
+        )
+        if stand_in is not None:
+            self.stdout.write(
+                f"Stand-in: {stand_in.accepted} accepted, {stand_in.vetoed} vetoed, "
+                f"{stand_in.waited} left to run out, {stand_in.late} too late, "
+                f"{stand_in.sessions_started} session(s) started."
+            )
+
+    def _stand_in(self, options: dict[str, Any]) -> StandIn | None:
+        if not options["stand_in"]:
+            return None
+        logging.getLogger("motionmix.simulator.stand_in").setLevel(
+            logging.INFO if options["verbosity"] > 0 else logging.WARNING
+        )
+        try:
+            schedule = parse_schedule(options["stand_in_schedule"])
+            delay_s = parse_delay(options["stand_in_delay"])
+            credentials = load_credentials(Path(options["stand_in"]))
+        except (ScheduleError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        return StandIn(
+            url=options["url"],
+            credentials=credentials,
+            schedule=schedule,
+            start_session=options["stand_in_start_session"],
+            expected_cameras=options["count"],
+            delay_s=delay_s,
+            seed=options["seed"],
         )

@@ -46,6 +46,12 @@ class Command(BaseCommand):
             action="store_true",
             help="Without CONVEX_URL, run the local Convex bridge (needs Node) for the ledger.",
         )
+        parser.add_argument(
+            "--stand-in",
+            action="store_true",
+            help="With --simulate: a simulated stand-in operator (login `stand-in`) starts a "
+            "demo session and accepts or vetoes Ghost's proposals on a schedule.",
+        )
 
     def _lock_embedded_state(self) -> None:
         """The embedded mode is one process by design (its channel layer lives in memory), and
@@ -82,6 +88,13 @@ class Command(BaseCommand):
             from director.demo import demo_operator_ensure
 
             login = demo_operator_ensure()
+
+        stand_in_args: list[str] = []
+        if options["stand_in"] and simulate:
+            from director.demo import demo_stand_in_ensure, stand_in_login_file
+
+            demo_stand_in_ensure()
+            stand_in_args = ["--stand-in", str(stand_in_login_file()), "--stand-in-start-session"]
 
         bridge = None
         ledger_line = f"Convex at {settings.CONVEX_URL}" if settings.CONVEX_URL else ""
@@ -158,6 +171,7 @@ class Command(BaseCommand):
                             str(simulate),
                             "--url",
                             api_url,
+                            *stand_in_args,
                         ]
                     )
                 )
@@ -170,6 +184,13 @@ class Command(BaseCommand):
                 lines.append(f"  Login:  {login.username} / {login.password}")
             if simulate:
                 lines.append(f"  Devices: {simulate} simulated iPhones are pairing now.")
+            if stand_in_args:
+                lines.append(
+                    "  Ghost:  a simulated stand-in operator starts a “Demo shoot” and accepts or "
+                    "vetoes Ghost's proposals (as `stand-in`); turn it off with STANDIN=0."
+                )
+            elif options["stand_in"]:
+                lines.append("  Ghost:  --stand-in needs --simulate; no stand-in operator runs.")
             mode = "scaled (Redis)" if settings.REDIS_URL else "embedded (in-memory, SQLite)"
             lines += [f"  Mode:   {mode}", f"  Ledger: {ledger_line}", "  Stop:   Ctrl-C", ""]
             self.stdout.write("\n".join(lines))
