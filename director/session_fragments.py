@@ -15,6 +15,7 @@ from director import cards, ghost_selectors
 from director.event_log import event_log
 from director.models import PhotoshootSession, Still
 from director.stills.fragments import strip_fragment
+from ledger.selectors import ledger_status
 
 PARTS = ("head", "hero", "banner", "panel", "log")
 TEMPLATES = {
@@ -52,6 +53,7 @@ def part_context(session: PhotoshootSession, part: str) -> dict[str, Any]:
     if part == "head":
         context["elapsed_s"] = session.duration_s or 0.0
         context["modes"] = PhotoshootSession.GhostMode.choices
+        context["ledger"] = ledger_status()  # the head carries the ledger chip
     elif part == "hero":
         context.update(_hero(session))
     elif part == "banner":

@@ -332,6 +332,8 @@ async def test_the_session_socket_pushes_the_banner_on_proposal_and_decision(
     try:
         first = await receive_until(socket, 'id="ghost-banner"')
         assert "nothing to propose right now" in first and 'id="session-head"' in first
+        # The head carries the ledger chip: events wait in the outbox here, nothing failed.
+        assert 'class="ledger-chip ledger-offline"' in first and "Ledger failing" not in first
         started = time.perf_counter()
         proposal = await sync_to_async(_propose)(session, b.device)
         pushed = await receive_until(socket, f'data-proposal-id="{proposal.pk}"')
