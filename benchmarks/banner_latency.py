@@ -74,7 +74,7 @@ from benchmarks.common import (  # noqa: E402
     ratio,
     work_directory,
 )
-from benchmarks.machine import CpuSample  # noqa: E402
+from benchmarks.machine import CpuSample, cpu_shares  # noqa: E402
 from tests.support.api import register_body  # noqa: E402
 from tests.support.server import RunningServer, running_server  # noqa: E402
 
@@ -507,24 +507,6 @@ async def run_path(ctx: Context, path: str, args: argparse.Namespace) -> dict[st
             [p.returned - p.t0 for p in sent if p.returned]
         )
     return result
-
-
-def cpu_shares(before: CpuSample, after: CpuSample, client_cpu: float) -> dict[str, float]:
-    wall = max(after.wall - before.wall, 1e-9)
-    cores = os.cpu_count() or 1
-    machine = cores * (after.machine_busy - before.machine_busy)
-    machine /= max(after.machine_total - before.machine_total, 1e-9)
-    cpu = {
-        "server": (after.server - before.server) / wall,
-        "server_helpers": (after.helpers - before.helpers) / wall,
-        "client": client_cpu / wall,
-        "machine": machine,
-    }
-    # Whatever else ran meanwhile (other sessions' work on a shared machine).
-    cpu["rest_of_machine"] = max(
-        0.0, machine - cpu["server"] - cpu["server_helpers"] - cpu["client"]
-    )
-    return {name: round(100 * value, 1) for name, value in cpu.items()}
 
 
 # --- One mode: a server, its cameras, session, sockets ---------------------------------------

@@ -51,6 +51,26 @@ class CpuSample:
         return cls(time.perf_counter(), process_cpu_s(main), helpers, busy, total)
 
 
+def cpu_shares(before: CpuSample, after: CpuSample, client_cpu: float) -> dict[str, float]:
+    """Per cent of one core for the server, its helpers, the benchmark itself, the machine,
+    and whatever else ran meanwhile, between two samples."""
+    wall = max(after.wall - before.wall, 1e-9)
+    cores = os.cpu_count() or 1
+    machine = cores * (after.machine_busy - before.machine_busy)
+    machine /= max(after.machine_total - before.machine_total, 1e-9)
+    cpu = {
+        "server": (after.server - before.server) / wall,
+        "server_helpers": (after.helpers - before.helpers) / wall,
+        "client": client_cpu / wall,
+        "machine": machine,
+    }
+    # Whatever else ran meanwhile (other sessions' work on a shared machine).
+    cpu["rest_of_machine"] = max(
+        0.0, machine - cpu["server"] - cpu["server_helpers"] - cpu["client"]
+    )
+    return {name: round(100 * value, 1) for name, value in cpu.items()}
+
+
 def start_profiler(
     folder: Path, *, name: str, duration_s: float, pid: int, flags: list[str]
 ) -> subprocess.Popen[bytes]:

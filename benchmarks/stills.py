@@ -48,7 +48,7 @@ from benchmarks.common import (  # noqa: E402
     seconds_summary,
     work_directory,
 )
-from benchmarks.machine import CpuSample  # noqa: E402
+from benchmarks.machine import CpuSample, cpu_shares  # noqa: E402
 from director.stills import images  # noqa: E402  (Pillow only: no Django setup needed)
 from tests.director.stills_support import meta_for  # noqa: E402
 from tests.support.api import register_body  # noqa: E402
@@ -294,20 +294,6 @@ async def measure(
             answer = client.get(f"/stills/{upload.still_id}/thumb.jpg")
             thumbs_ok += answer.status_code == 200 and answer.content[:3] == b"\xff\xd8\xff"
     total_bytes = sum(u.size for u in stored)
-    wall = after.wall - before.wall
-    cores = os.cpu_count() or 1
-    machine = cores * (after.machine_busy - before.machine_busy)
-    machine /= max(after.machine_total - before.machine_total, 1e-9)
-    cpu = {
-        "server": (after.server - before.server) / wall,
-        "server_helpers": (after.helpers - before.helpers) / wall,
-        "client": client_cpu / wall,
-        "machine": machine,
-    }
-    # Whatever else ran meanwhile (other sessions' work on a shared machine) slows the figures.
-    cpu["rest_of_machine"] = max(
-        0.0, machine - cpu["server"] - cpu["server_helpers"] - cpu["client"]
-    )
     return {
         "uploads": len(uploads),
         "stored": len(stored),
@@ -324,7 +310,7 @@ async def measure(
         "socket_pushes": watcher.pushes,
         "socket_mb": round(watcher.bytes_received / MB, 2),
         # Shares of one core over the timed phase: 100 is one core busy all the time.
-        "cpu_pct_of_one_core": {name: round(100 * value, 1) for name, value in cpu.items()},
+        "cpu_pct_of_one_core": cpu_shares(before, after, client_cpu),
         "server_cpu_ms_per_still": round(
             1000 * (after.server - before.server) / max(len(stored), 1), 1
         ),
