@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 DEVICES ?= 4
+# The simulated cameras' video: every camera of the live session publishes, and this machine
+# encodes all of them as well as serving the relay.
+VIDEO_SIZE ?= 640x480
+VIDEO_FPS ?= 15
 # 1: a simulated stand-in operator starts a demo session and decides Ghost's proposals.
 STANDIN ?= 1
 STANDIN_FLAG = $(if $(filter 0,$(STANDIN)),,--stand-in)
@@ -48,8 +52,9 @@ migrate: $(STAMP)
 # The demo shoot switches heroes sooner than a real take would, so Ghost shows itself quickly.
 run: export MOTIONMIX_GHOST_HERO_STALE_S ?= 20
 run: export MOTIONMIX_GHOST_CADENCE_S ?= 40
+run: export MOTIONMIX_ICE_HOST_ADDRESSES ?= 127.0.0.1
 run: migrate convex-deps
-	@$(PY) manage.py serve --host $(HOST) --port $(PORT) --simulate $(DEVICES) --demo-operator --ledger-bridge $(STANDIN_FLAG)
+	@$(PY) manage.py serve --host $(HOST) --port $(PORT) --simulate $(DEVICES) --video-size $(VIDEO_SIZE) --video-fps $(VIDEO_FPS) --demo-operator --ledger-bridge $(STANDIN_FLAG)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -97,7 +97,9 @@ class HeartbeatWriter:
         try:
             while (
                 threading.main_thread().is_alive()
-                and not self.loop.is_closed()
+                # A writer started while the server shuts down (a beat that arrived after
+                # writers_stop) ends with the loop: Python's exit would wait for it forever.
+                and self.loop.is_running()
                 and not self.stopping.is_set()
             ):
                 try:

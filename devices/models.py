@@ -83,6 +83,14 @@ class Device(models.Model):
 
     tally = models.CharField(max_length=8, choices=Tally.choices, default=Tally.OFF)
 
+    # Video published to the hero relay (WHIP), as the relay receives it.
+    publish_id = models.CharField(max_length=40, blank=True)
+    publishing_since = models.DateTimeField(null=True, blank=True)
+    publish_codec = models.CharField(max_length=16, blank=True)
+    publish_width = models.PositiveIntegerField(null=True, blank=True)
+    publish_height = models.PositiveIntegerField(null=True, blank=True)
+    publish_fps = models.FloatField(null=True, blank=True)
+
     class Meta:
         ordering = ["name", "registered_at"]
 
@@ -108,6 +116,16 @@ class Device(models.Model):
     @property
     def lens_ids(self) -> list[str]:
         return [lens["id"] for lens in self.lenses]
+
+    @property
+    def is_publishing(self) -> bool:
+        return self.publishing_since is not None
+
+    @property
+    def publish_size(self) -> str:
+        if self.publish_width is None or self.publish_height is None:
+            return ""
+        return f"{self.publish_width}\u00d7{self.publish_height}"
 
     @property
     def is_placed(self) -> bool:

@@ -6,8 +6,9 @@ phone's clock is off from the server's by a few hundred ms, as real phones' cloc
 
 They take commands as the capture app does: odd-numbered phones over the device WebSocket,
 even-numbered ones by long poll, so both delivery paths run (a phone whose socket cannot
-connect falls back to the long poll). They change lens and flip, keep the tally, and capture
-real JPEG stills, which they upload before acknowledging.
+connect falls back to the long poll). They change lens and flip, keep the tally, capture
+real JPEG stills, which they upload before acknowledging, and publish synthetic video over
+WHIP while the server wants it (devices/simulator_video.py).
 
 Clocks: a phone knows only its own clock (`device_clock()`, the true time plus its offset).
 Every time it sends (`sent_at`, `returned_at`, `captured_at`, `done_at`) is on that clock, and
@@ -35,6 +36,7 @@ from devices import clock
 from devices.lenses import LensRefused, lens_plan
 from devices.simulator_camera import DEFAULT_STILL_SIZE, StillSpec, effective_hfov_deg
 from devices.simulator_link import RETRY_FIRST_S, RETRY_MAX_S, Capture, Command, PhoneLink
+from devices.simulator_video import DEFAULT_VIDEO_FPS, DEFAULT_VIDEO_SIZE, WhipPublisher
 
 logger = logging.getLogger("motionmix.simulator")
 
@@ -62,6 +64,8 @@ STANDS = [(0.0, 3.0), (65.0, 2.6), (150.0, 3.4), (290.0, 2.2), (215.0, 4.2), (33
 THERMAL_STATES = ["nominal", "fair", "serious", "critical"]
 
 SOCKET_PATH = "/ws/v1/device/"
+# How long the simulator waits, when it stops, for its phones to unpublish their video.
+UNPUBLISH_TIMEOUT_S = 10.0
 
 CodeSource = Callable[[], Awaitable[str]]
 
@@ -104,6 +108,10 @@ class VirtualIPhone:
     beat_now: asyncio.Event = field(default_factory=asyncio.Event)
     register_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     placement: dict[str, float] = field(default_factory=dict)
+    video_size: tuple[int, int] = DEFAULT_VIDEO_SIZE
+    video_fps: int = DEFAULT_VIDEO_FPS
+    video_codec: str | None = None  # "vp8" or "h264"; None lets the server choose
+    publisher: WhipPublisher | None = None  # while the server wants this camera's video
 
     def __post_init__(self) -> None:
         self.name = f"Cam {self.index}"
@@ -192,7 +200,7 @@ class VirtualIPhone:
             "orientation": self.orientation,
             "flip": {"horizontal": self.flip_horizontal, "vertical": self.flip_vertical},
             "storage_free_mb": self.storage_free_mb,
-            "fps": 30.0,
+            "fps": float(self.video_fps),
         }
         if self.last_exchange is not None:
             body["clock"] = dataclasses.asdict(self.last_exchange)
@@ -273,6 +281,9 @@ class Simulator:
         install_prefix: str = "sim-iphone",
         seed: int | None = None,
         still_size: tuple[int, int] = DEFAULT_STILL_SIZE,
+        video_size: tuple[int, int] = DEFAULT_VIDEO_SIZE,
+        video_fps: int = DEFAULT_VIDEO_FPS,
+        video_codec: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.socket_url = "ws" + self.url.removeprefix("http") + SOCKET_PATH
@@ -284,6 +295,9 @@ class Simulator:
                 install_prefix=install_prefix,
                 rng=random.Random(rng.random()),  # noqa: S311
                 still_size=still_size,
+                video_size=video_size,
+                video_fps=video_fps,
+                video_codec=video_codec,
             )
             for i in range(count)
         ]
@@ -313,7 +327,19 @@ class Simulator:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                # After the phones' tasks, so no start_publish still in flight starts one anew;
+                # before the client closes, so the DELETEs go out.
+                await self._unpublish_all()
                 self._client = None
+
+    async def _unpublish_all(self) -> None:
+        stops = [link.stop_publishing() for link in self.links.values()]
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*stops, return_exceptions=True), timeout=UNPUBLISH_TIMEOUT_S
+            )
+        except TimeoutError:
+            logger.warning("some phones did not unpublish within %g s", UNPUBLISH_TIMEOUT_S)
 
     def stop(self) -> None:
         self.stopping.set()

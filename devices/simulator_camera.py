@@ -79,14 +79,19 @@ def still_filename(sequence: int) -> str:
     return f"IMG_{sequence:04d}.JPG"
 
 
-def parse_still_size(text: str) -> tuple[int, int]:
-    """'2016x1512' → (2016, 1512); a clear ValueError for anything else."""
+def parse_size(text: str) -> tuple[int, int] | None:
+    """'2016x1512' → (2016, 1512); None when it is not WIDTHxHEIGHT."""
     width, sep, height = text.lower().partition("x")
     try:
-        size = (int(width), int(height))
+        return (int(width), int(height)) if sep else None
     except ValueError:
-        size = (0, 0)
-    if not sep or not (64 <= size[0] <= 12000 and 64 <= size[1] <= 12000):
+        return None
+
+
+def parse_still_size(text: str) -> tuple[int, int]:
+    """'2016x1512' → (2016, 1512); a clear ValueError for anything else."""
+    size = parse_size(text)
+    if size is None or not (64 <= size[0] <= 12000 and 64 <= size[1] <= 12000):
         raise ValueError(
             f"{text!r} is not a still size: give WIDTHxHEIGHT, each 64..12000, e.g. 2016x1512."
         )

@@ -9,6 +9,10 @@ Each command runs in its own task, so a capture waiting for its fire time does n
 next command. Acks go back on the socket the command came by while it is open (and answers),
 else by HTTP; acks are idempotent, so sending one twice is harmless, and a command delivered
 twice is answered again but never carried out twice.
+
+start_publish acks done once the server has accepted the WHIP offer (the publisher keeps the
+video up from then on, through dropped connections, until stop_publish or the simulator
+stops), and failed with the server's reason when it refused.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from devices.ice import ice_host_addresses_apply, ice_host_addresses_from_env
 from devices.simulator_camera import StillSpec, human_size, render_still, still_filename, wait_until
+from devices.simulator_video import WhipError, phone_publisher
 
 if TYPE_CHECKING:
     from devices.simulator import Simulator, VirtualIPhone
@@ -53,7 +59,6 @@ LATE_FIRE_S = 0.05
 READOUT_S = 0.05
 REMEMBERED_COMMANDS = 256
 EXPIRED_DETAIL = "expired before it arrived"
-PUBLISH_DETAIL = "video publishing arrives with the hero feed"
 TALLY_STATES = ("live", "preview", "off")
 
 Outcome = tuple[str, str, float]  # status, detail, done_at (device clock)
@@ -115,6 +120,8 @@ class PhoneLink:
         self.socket: ClientConnection | None = None
         self.socket_acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.answered: dict[str, Outcome | None] = {}
+        # start_publish and stop_publish one at a time: each command runs in its own task.
+        self.publish_lock = asyncio.Lock()
 
     def spawn(self, work: Awaitable[Any]) -> None:
         if self.group is None:
@@ -331,13 +338,57 @@ class PhoneLink:
                 detail = f"tally {state}"
             elif command.type == "capture_still":
                 return await self._capture(command)
-            elif command.type in ("start_publish", "stop_publish"):
-                return ("rejected", PUBLISH_DETAIL, phone.device_clock())
+            elif command.type == "start_publish":
+                return await self._start_publish()
+            elif command.type == "stop_publish":
+                detail = await self._stop_publish()
             else:
                 raise ValueError(f"{command.type!r} is not a command this app knows")
         except ValueError as exc:
             return ("rejected", str(exc), phone.device_clock())
         return ("done", detail, phone.device_clock())
+
+    async def _start_publish(self) -> Outcome:
+        """Publish the camera over WHIP; done once the server accepted the offer, failed with
+        the server's reason when it refused. A 401 is not retried here: the heartbeat finds
+        the token refused and registers again, and the operator can ask again."""
+        phone = self.phone
+        async with self.publish_lock:
+            publisher = phone.publisher
+            if publisher is not None and publisher.wanted:
+                return ("done", f"already publishing {publisher.description}", phone.device_clock())
+            # The relay's choice of ICE host addresses (loopback, say), read as it reads it;
+            # unset leaves aioice's default (or a choice made in-process) alone.
+            try:
+                addresses = ice_host_addresses_from_env()
+            except ValueError as exc:
+                return ("failed", str(exc), phone.device_clock())
+            if addresses:
+                ice_host_addresses_apply(addresses)
+            publisher = phone_publisher(phone, server_url=self.fleet.url, client=self.fleet.client)
+            try:
+                await publisher.start()
+            except WhipError as exc:
+                phone.errors += 1
+                return ("failed", str(exc), phone.device_clock())
+            except httpx.HTTPError as exc:
+                phone.errors += 1
+                detail = f"the WHIP endpoint did not answer ({exc.__class__.__name__})"
+                return ("failed", detail, phone.device_clock())
+            phone.publisher = publisher
+            return ("done", f"publishing {publisher.description}", phone.device_clock())
+
+    async def _stop_publish(self) -> str:
+        async with self.publish_lock:
+            return await self.stop_publishing()
+
+    async def stop_publishing(self) -> str:
+        """Unpublish (idempotent); returns the ack detail."""
+        publisher, self.phone.publisher = self.phone.publisher, None
+        if publisher is None:
+            return "was not publishing"
+        await publisher.stop()
+        return "stopped publishing"
 
     async def _capture(self, command: Command) -> Outcome:
         phone = self.phone

@@ -12,9 +12,11 @@ from uuid import UUID
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.template.loader import render_to_string
 
 from devices.broadcast import FLEET_GROUP, DevicesChanged, PairingChanged
 from director import fragments, session_fragments
+from director.hero.broadcast import HeroPreview
 from director.models import PhotoshootSession
 from director.shared_renders import shared_renders
 from director.stills.broadcast import StillsChanged
@@ -119,6 +121,24 @@ class RegistryConsumer(AsyncWebsocketConsumer):
         """Whose stills the strip shows: everyone's here, a session's on its page."""
         return None
 
+    async def hero_preview(self, event: HeroPreview) -> None:
+        # About once a second per publishing camera: the picture only, into its card (whose
+        # renders keep the last one). No database, no shared render: a small template.
+        if event["device_id"] not in self.known:
+            return
+        html = render_to_string(
+            "director/partials/live_preview.html",
+            {
+                "device_id": event["device_id"],
+                "image": event["image"],
+                "width": event["width"],
+                "height": event["height"],
+                "fps": event["fps"],
+                "oob": True,
+            },
+        )
+        await self.send(text_data=html)
+
     async def ledger_changed(self, event: LedgerChanged) -> None:
         # Every recorded event changes the count; render the chip at most twice a second.
         self.ledger_fresh_after = max(self.ledger_fresh_after, event["sent_at"])
@@ -164,7 +184,10 @@ SESSION_PARTS: dict[str, set[str]] = {
     "session.stopped": {"head", "hero", "banner", "panel"},
     "session.ghost_mode_changed": {"head", "banner"},
     "hero.switched": {"hero"},
+    "hero.on_air": {"hero"},
     "still.captured": {"hero"},
+    "device.publish_started": {"hero"},
+    "device.publish_stopped": {"hero"},
 }
 # The event log alone may wait this long to gather a burst (a capture-all is dozens of events).
 LOG_COALESCE_S = 0.25

@@ -16,6 +16,11 @@ def device_card_id(device_id: UUID | str) -> str:
     return f"device-{device_id}-card"
 
 
+def device_live_id(device_id: UUID | str) -> str:
+    """The live preview on a card: replaced by the relay's pushes, kept by card renders."""
+    return f"device-{device_id}-live"
+
+
 def coverage_camera_id(device_id: UUID | str) -> str:
     # Stable across re-renders, so htmx can hand keyboard focus back to the same marker.
     return f"coverage-{device_id}-camera"
@@ -25,4 +30,5 @@ SESSION_HEAD = "session-head"
 GHOST_BANNER = "ghost-banner"
 GHOST_PANEL = "ghost-panel"
 HERO_AREA = "hero-area"
+HERO_META = "hero-meta"
 EVENT_LOG = "event-log"

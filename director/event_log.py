@@ -32,6 +32,17 @@ class LogLine:
         return self.type.split(".", 1)[0]
 
 
+PUBLISH_STOPS = {
+    "unpublished": "it ended the publish",
+    "replaced": "replaced by a new publish",
+    "ice_failed": "its connection failed",
+    "no_media": "no video arrived",
+    "shutdown": "the server stopped",
+    "refused": "refused",
+    "offline": "it went offline",
+}
+
+
 def _name(names: dict[str, str], device_id: object) -> str:
     return names.get(str(device_id), "a camera") if device_id else "nobody"
 
@@ -49,6 +60,13 @@ def describe(event_type: str, payload: dict[str, Any], device: str, names: dict[
             return f"Ghost {payload['from']} → {payload['to']} ({by})"
         case "hero.switched":
             return f"{_name(names, payload['to'])} on air ({by})"
+        case "hero.on_air":
+            return f"{device}'s picture on air {payload['after_ms']:.0f} ms after the switch"
+        case "device.publish_started":
+            return f"{device} publishing video ({payload['codec']})"
+        case "device.publish_stopped":
+            reason = PUBLISH_STOPS.get(payload["reason"], payload["reason"])
+            return f"{device} stopped publishing: {reason}"
         case "ghost.proposed":
             return f"Ghost proposes: {payload['rationale']}"
         case "ghost.accepted":

@@ -45,6 +45,15 @@ def live_session_for_device(device_id: UUID) -> PhotoshootSession | None:
     ).first()
 
 
+def session_on_air(session_id: UUID | str) -> tuple[str, str | None]:
+    """A session's status and its hero's device id, or ("missing", None)."""
+    row = PhotoshootSession.objects.filter(pk=session_id).values_list("status", "hero_id").first()
+    if row is None:
+        return "missing", None
+    status, hero_id = row
+    return status, str(hero_id) if hero_id else None
+
+
 def capture_targets() -> tuple[list[UUID], PhotoshootSession | None]:
     """Who "Capture all" fires: the live session's online cameras, or, with no session live,
     every online camera that is not a webcam."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -11,8 +12,9 @@ from django.utils import timezone
 
 import ledger
 from devices import services as device_services
-from devices.models import Device
+from devices.models import Device, DeviceCommand
 from director import ghost_selectors
+from director.hero.broadcast import hero_switch_announce
 from director.models import PhotoshootSession, Still
 from ledger.models import ProductionEvent
 
@@ -83,7 +85,7 @@ def session_start(*, session_id: UUID, device_ids: list[UUID] | None = None) -> 
     session.hero = chosen[0] if chosen else None
     session.save(update_fields=["status", "started_at", "hero"])
     session.devices.set(chosen)
-    ledger.record(
+    started = ledger.record(
         type="session.started",
         session_id=session.pk,
         occurred_at=session.started_at,
@@ -94,6 +96,10 @@ def session_start(*, session_id: UUID, device_ids: list[UUID] | None = None) -> 
         },
     )
     _tally(session, "live")
+    # Every camera of the session publishes video, so the hero can switch to any of them
+    # at once and every card shows its picture.
+    _publish(session, [d.pk for d in chosen], "start_publish")
+    _announce_hero(session, cause=started.event_id)
     return session
 
 
@@ -130,6 +136,12 @@ def session_stop(*, session_id: UUID) -> PhotoshootSession:
         payload={"session": {**_session_row(session), "summary": summary}, "summary": summary},
     )
     _tally(session, "off")
+    _publish(session, list(session.devices.values_list("pk", flat=True)), "stop_publish")
+    session_id = session.pk
+    transaction.on_commit(
+        lambda: hero_switch_announce(session_id=session_id, device_id=None, cause="stopped"),
+        robust=True,
+    )
     return session
 
 
@@ -185,7 +197,7 @@ def session_hero_switch(
     previous = session.hero_id
     session.hero = device
     session.save(update_fields=["hero"])
-    ledger.record(
+    switched = ledger.record(
         type="hero.switched",
         session_id=session.pk,
         device_id=device.pk,
@@ -204,7 +216,93 @@ def session_hero_switch(
             issued_by=switched_by,
         )
     _tally(session, "live")
+    _announce_hero(session, cause=switched.event_id)
     return session
+
+
+@transaction.atomic
+def hero_on_air_record(
+    *,
+    session_id: UUID,
+    device_id: UUID,
+    cause: str,
+    first_frame_at: float,
+    after_ms: float,
+    relay_ms: float,
+) -> None:
+    """The relay sent the first frame of a new hero: put the time on the record, next to the
+    switch (or start) that chose it. Nothing is recorded for a session that has ended."""
+    session = PhotoshootSession.objects.get(pk=session_id)
+    if session.status != PhotoshootSession.Status.LIVE:
+        return
+    ledger.record(
+        type="hero.on_air",
+        session_id=session.pk,
+        device_id=device_id,
+        payload={
+            "to": str(device_id),
+            "cause": cause,
+            "first_frame_at": first_frame_at,
+            "after_ms": round(after_ms, 1),
+            "relay_ms": round(relay_ms, 1),
+        },
+    )
+
+
+# A camera that was asked to publish and is still not publishing is asked again after this.
+PUBLISH_RETRY_S = 30.0
+
+
+def sessions_publish_reconcile() -> int:
+    """Ask every online camera of a live session that is not publishing to publish, unless it
+    was asked within PUBLISH_RETRY_S (a camera that cannot is not nagged). After a server
+    restart, a capture app restart or a dropped connection the feeds come back by themselves.
+    Returns how many cameras were asked."""
+    cutoff = timezone.now() - timedelta(seconds=PUBLISH_RETRY_S)
+    idle = Device.objects.filter(
+        photoshoot_sessions__status=PhotoshootSession.Status.LIVE,
+        status=Device.Status.ONLINE,
+        publishing_since__isnull=True,
+    ).values_list("pk", "photoshoot_sessions__pk")
+    asked = 0
+    for device_id, session_id in list(idle):
+        with transaction.atomic():
+            recently = DeviceCommand.objects.filter(
+                device_id=device_id, type="start_publish", issued_at__gte=cutoff
+            ).exists()
+            if recently:
+                continue
+            device_services.command_issue(
+                device_id=device_id,
+                type="start_publish",
+                args={},
+                session_id=session_id,
+                issued_by="director",
+            )
+            asked += 1
+    return asked
+
+
+def _announce_hero(session: PhotoshootSession, *, cause: UUID) -> None:
+    """After commit, the relay repoints the session's output at its hero."""
+    if session.hero_id is None:
+        return
+    session_id, hero_id = session.pk, session.hero_id
+    transaction.on_commit(
+        lambda: hero_switch_announce(session_id=session_id, device_id=hero_id, cause=cause),
+        robust=True,
+    )
+
+
+def _publish(session: PhotoshootSession, device_ids: list[UUID], command: str) -> None:
+    for device_id in device_ids:
+        device_services.command_issue(
+            device_id=device_id,
+            type=command,
+            args={},
+            session_id=session.pk,
+            issued_by="director",
+        )
 
 
 def _tally(session: PhotoshootSession, state: str) -> None:

@@ -9,13 +9,14 @@ from uuid import UUID
 
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 
 from director import cards, ghost_selectors
 from director.event_log import event_log
 from director.models import PhotoshootSession, Still
 from director.stills.fragments import strip_fragment
-from ledger.selectors import ledger_status
+from ledger.selectors import event_latest, ledger_status
 
 PARTS = ("head", "hero", "banner", "panel", "log")
 TEMPLATES = {
@@ -43,7 +44,14 @@ def _hero(session: PhotoshootSession) -> dict[str, Any]:
         if hero is not None
         else None
     )
-    return {"hero": hero, "hero_still": preview}
+    on_air = event_latest(stream=str(session.pk), type="hero.on_air")
+    return {
+        "hero": hero,
+        "hero_still": preview,
+        # How long the last switch took to reach the picture, if it was this hero's.
+        "on_air": on_air.payload if on_air and hero and on_air.device_id == hero.pk else None,
+        "whep_url": reverse("director:session_whep", args=[session.pk]),
+    }
 
 
 def part_context(session: PhotoshootSession, part: str) -> dict[str, Any]:

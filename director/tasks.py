@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from director import ghost
+from director import ghost, services
 from director.ghost_policies import runner as ghost_policies
 
 
@@ -17,3 +17,9 @@ def proposals_sweep_expired() -> int:
 def ghost_policies_tick() -> int:
     """Run Ghost's policies for every live session; returns how many proposals were queued."""
     return ghost_policies.ghost_policies_run_live()
+
+
+@shared_task
+def sessions_publish_reconcile() -> int:
+    """Ask the cameras of live sessions that are not publishing to publish (again)."""
+    return services.sessions_publish_reconcile()

@@ -25,7 +25,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from devices.tasks import commands_sweep_expired, devices_sweep_offline, pairing_code_refresh
-from director.tasks import ghost_policies_tick, proposals_sweep_expired
+from director.tasks import (
+    ghost_policies_tick,
+    proposals_sweep_expired,
+    sessions_publish_reconcile,
+)
 from ledger.broadcast import ledger_changed
 from ledger.selectors import LedgerStatus, ledger_status
 from ledger.sync import FLUSH_WANTED
@@ -70,6 +74,7 @@ SCHEDULE = [
     Job(0.5, proposals_sweep_expired),
     Job(settings.MOTIONMIX_GHOST_POLICY_INTERVAL_S, ghost_policies_tick),
     Job(5.0, pairing_code_refresh),
+    Job(5.0, sessions_publish_reconcile),
     Job(5.0, ledger_watch.wake_sync, wanted=FLUSH_WANTED),
     Job(1.0, ledger_watch.push_if_changed),
 ]

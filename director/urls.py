@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from director import views, views_coverage, views_session
+from director import views, views_coverage, views_hero, views_session
 from director.stills import views as stills_views
 
 app_name = "director"
@@ -37,6 +37,12 @@ urlpatterns = [
         "sessions/<uuid:session_id>/ghost/<uuid:proposal_id>/done",
         views_session.proposal_done,
         name="proposal_done",
+    ),
+    path("sessions/<uuid:session_id>/whep", views_hero.session_whep, name="session_whep"),
+    path(
+        "sessions/<uuid:session_id>/whep/<str:viewer_id>",
+        views_hero.session_whep_end,
+        name="session_whep_end",
     ),
     path("registry/", views.registry, name="registry"),
     path("registry/pairing/rotate", views.pairing_rotate, name="pairing_rotate"),

@@ -151,6 +151,35 @@ CATALOGUE: dict[str, EventType] = {
             "by",
         ),
         _type(
+            "device.publish_started",
+            "A camera began publishing video to the hero relay (WHIP). Payload: publish_id, "
+            "codec (VP8|H264), replaced (the id of the publish it replaced, or null).",
+            "publish_id",
+            "codec",
+            "replaced",
+        ),
+        _type(
+            "device.publish_stopped",
+            "A camera's publish ended. Payload: publish_id, reason (unpublished|replaced|"
+            "ice_failed|no_media|refused|shutdown|offline), duration_s, frames (received, or "
+            "null).",
+            "publish_id",
+            "reason",
+            "duration_s",
+        ),
+        _type(
+            "hero.on_air",
+            "The first frame of a new hero left the relay. Payload: to (device id), cause "
+            "(the event id of the hero.switched or session.started that chose it), "
+            "first_frame_at (unix s, server clock), after_ms (from the switch being recorded "
+            "to that frame), relay_ms (from the switch reaching the relay to that frame).",
+            "to",
+            "cause",
+            "first_frame_at",
+            "after_ms",
+            "relay_ms",
+        ),
+        _type(
             "hero.switched",
             "The operator (or Ghost, through the same service) put another camera on air in a "
             "live session. Payload: from (device id or null), to (device id), by (who).",

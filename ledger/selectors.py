@@ -53,3 +53,8 @@ def ledger_status() -> LedgerStatus:
 
 def event_list_for_stream(*, stream: str) -> QuerySet[ProductionEvent]:
     return ProductionEvent.objects.filter(stream=stream).order_by("seq")
+
+
+def event_latest(*, stream: str, type: str) -> ProductionEvent | None:
+    """The newest event of one type in a stream."""
+    return ProductionEvent.objects.filter(stream=stream, type=type).order_by("-seq").first()

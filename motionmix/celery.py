@@ -27,6 +27,11 @@ app.conf.beat_schedule = {
         "task": "director.tasks.ghost_policies_tick",
         "schedule": float(os.environ.get("MOTIONMIX_GHOST_POLICY_INTERVAL_S", "2")),
     },
+    # Cameras of live sessions that stopped publishing (a restart, a drop) are asked again.
+    "sessions-publish-reconcile": {
+        "task": "director.tasks.sessions_publish_reconcile",
+        "schedule": 5.0,
+    },
     "pairing-code-refresh": {"task": "devices.tasks.pairing_code_refresh", "schedule": 5.0},
     "ledger-outbox-sweep": {"task": "ledger.tasks.outbox_flush_task", "schedule": 5.0},
 }

@@ -139,10 +139,17 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 CHANNEL_PREFIX = os.environ.get("MOTIONMIX_CHANNEL_PREFIX", "motionmix")
 
 if REDIS_URL:
+    # redis-py 8 times socket reads out after 5 s by default, which is exactly how long the
+    # layer's receive blocks in BZPOPMIN: receivers then fail with TimeoutError and what was
+    # sent meanwhile is lost (django/channels_redis#422). Wait longer than the block.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_PREFIX, "capacity": 1000},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "prefix": CHANNEL_PREFIX,
+                "capacity": 1000,
+            },
         }
     }
     CACHES = {
@@ -270,6 +277,26 @@ MOTIONMIX_GHOST_COOLDOWN_S = float(os.environ.get("MOTIONMIX_GHOST_COOLDOWN_S", 
 MOTIONMIX_GHOST_VETO_COOLDOWN_S = float(os.environ.get("MOTIONMIX_GHOST_VETO_COOLDOWN_S", "120"))
 # How long a proposal waits on the banner for a decision (autopilot: before it is carried out).
 MOTIONMIX_GHOST_TTL_S = float(os.environ.get("MOTIONMIX_GHOST_TTL_S", "10"))
+# The hero feed (director/hero/). ICE servers for a real LAN or TURN, as JSON:
+# [{"urls": ["turn:turn.example:3478"], "username": "...", "credential": "..."}]. None by default:
+# cameras and the operator's browser on one network reach the relay directly.
+MOTIONMIX_ICE_SERVERS = os.environ.get("MOTIONMIX_ICE_SERVERS", "[]")
+# The addresses the relay offers as ICE host candidates (comma-separated). Empty: every
+# interface but loopback. A multi-homed machine pins its LAN address here; `make run`, whose
+# cameras and browser are on this machine, offers 127.0.0.1.
+MOTIONMIX_ICE_HOST_ADDRESSES = env_list("MOTIONMIX_ICE_HOST_ADDRESSES", [])
+# A publish that sends no frame for this long is closed (its connection may still look alive).
+MOTIONMIX_HERO_NO_MEDIA_S = float(os.environ.get("MOTIONMIX_HERO_NO_MEDIA_S", "5"))
+# A publish whose connection has not delivered a first frame this long after its answer.
+MOTIONMIX_HERO_CONNECT_S = float(os.environ.get("MOTIONMIX_HERO_CONNECT_S", "15"))
+# Card previews: one JPEG per publishing camera about this often, this wide.
+MOTIONMIX_HERO_PREVIEW_S = float(os.environ.get("MOTIONMIX_HERO_PREVIEW_S", "1"))
+MOTIONMIX_HERO_PREVIEW_WIDTH = int(os.environ.get("MOTIONMIX_HERO_PREVIEW_WIDTH", "320"))
+# Each viewer costs one video encode in the relay process; each publisher one decode.
+MOTIONMIX_HERO_MAX_VIEWERS = int(os.environ.get("MOTIONMIX_HERO_MAX_VIEWERS", "8"))
+MOTIONMIX_HERO_MAX_PUBLISHERS = int(os.environ.get("MOTIONMIX_HERO_MAX_PUBLISHERS", "32"))
+# The codec the relay prefers towards viewers: vp8, h264, or empty for the browser's order.
+MOTIONMIX_HERO_VIEWER_CODEC = os.environ.get("MOTIONMIX_HERO_VIEWER_CODEC", "").lower()
 # The address devices are told to reach, printed in the pairing QR code.
 MOTIONMIX_PUBLIC_URL = os.environ.get("MOTIONMIX_PUBLIC_URL", "")
 
@@ -289,5 +316,8 @@ LOGGING = {
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # Every ICE check and DTLS step of every peer is INFO there.
+        "aioice": {"level": "WARNING"},
+        "aiortc": {"level": "WARNING"},
     },
 }

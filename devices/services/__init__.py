@@ -43,6 +43,11 @@ from devices.services.fleet import (
     pairing_code_rotate,
 )
 from devices.services.placement import PlacementRefused, device_place
+from devices.services.publishing import (
+    device_publish_measure,
+    device_publish_start,
+    device_publish_stop,
+)
 
 __all__ = [
     "PAIRING_ALPHABET",
@@ -74,6 +79,9 @@ __all__ = [
     "device_heartbeats_record",
     "device_mark_offline",
     "device_place",
+    "device_publish_measure",
+    "device_publish_start",
+    "device_publish_stop",
     "device_register",
     "hash_token",
     "normalize_pairing_code",

@@ -17,6 +17,11 @@ def card_id(device_id: UUID | str) -> str:
     return dom.device_card_id(device_id)
 
 
+@register.filter
+def live_id(device_id: UUID | str) -> str:
+    return dom.device_live_id(device_id)
+
+
 @register.simple_tag
 def dom_id(name: str) -> str:
     return str(getattr(dom, name))

@@ -142,3 +142,42 @@ async def test_the_ledger_chip_is_sent_and_follows_the_outbox(settings: Any) -> 
         assert "Convex not configured" in pushed
     finally:
         await communicator.disconnect()
+
+
+async def test_a_publishing_camera_shows_on_its_card_with_its_live_preview() -> None:
+    from channels.layers import get_channel_layer
+
+    from devices.broadcast import FLEET_GROUP
+    from director.dom import device_live_id
+
+    reg = await sync_to_async(_register)("i-pub", "Cam Video")
+    communicator = await operator_socket()
+    try:
+        await communicator.receive_from(timeout=5)
+        await sync_to_async(services.device_publish_start)(
+            device_id=reg.device.pk, publish_id="p1", codec="VP8"
+        )
+        await sync_to_async(services.device_publish_measure)(
+            device_id=reg.device.pk, publish_id="p1", width=640, height=480, fps=30
+        )
+        card = await receive_until(communicator, "640\u00d7480")
+        assert 'data-testid="publishing"' in card and "30 fps" in card and "VP8" in card
+        # The card keeps whatever picture the relay pushed last.
+        assert re.search(rf'id="{device_live_id(reg.device.pk)}"[^>]*hx-preserve="true"', card)
+        await get_channel_layer().group_send(
+            FLEET_GROUP,
+            {
+                "type": "hero.preview",
+                "device_id": str(reg.device.pk),
+                "image": "data:image/jpeg;base64,AAAA",
+                "width": 640,
+                "height": 480,
+                "fps": 30.0,
+                "sent_at": time.time(),
+            },
+        )
+        pushed = await receive_until(communicator, "data:image/jpeg;base64,AAAA")
+        assert re.search(rf'id="{device_live_id(reg.device.pk)}"[^>]*hx-swap-oob="true"', pushed)
+        assert "hx-preserve" not in pushed
+    finally:
+        await communicator.disconnect()

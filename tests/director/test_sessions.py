@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from devices.models import Device, DeviceCommand
 from director import services
@@ -50,10 +52,15 @@ def test_a_session_starts_with_every_online_camera_but_webcams(operator: Any) ->
         (1, "session.created"),
         (2, "session.started"),
         (3, "command.sent"),
+        (4, "command.sent"),
+        (5, "command.sent"),
     ]
-    tally = _events(session)[-1].payload
+    tally = _events(session)[2].payload
     assert (tally["command"], tally["args"]) == ("tally", {"state": "live"})
     assert DeviceCommand.objects.get(type="tally").device_id == session.hero_id
+    # Every camera of the session publishes video, so any of them can go on air at once.
+    publishing = DeviceCommand.objects.filter(type="start_publish", session_id=session.pk)
+    assert set(publishing.values_list("device_id", flat=True)) == {a.pk, b.pk}
 
 
 def test_a_camera_takes_part_in_one_live_session_at_most(operator: Any) -> None:
@@ -78,12 +85,14 @@ def test_stopping_records_a_summary_and_cannot_be_repeated(operator: Any) -> Non
     session = services.session_stop(session_id=session.pk)
 
     assert session.status == PhotoshootSession.Status.ENDED
-    stopped, tally_off = _events(session)[-2:]
+    stopped, tally_off, unpublish = _events(session)[-3:]
     assert stopped.type == "session.stopped"
     assert stopped.payload["summary"]["devices"] == 1
-    # created, started, the hero's tally going live, and that command ended by the stop
-    assert stopped.payload["summary"]["events"] == 4
+    # created, started, the hero's tally going live and the camera's start_publish, and those
+    # two commands ended by the stop
+    assert stopped.payload["summary"]["events"] == 6
     assert tally_off.payload["args"] == {"state": "off"}
+    assert unpublish.payload["command"] == "stop_publish"
     assert stopped.payload["session"]["endedAt"] >= stopped.payload["session"]["startedAt"]
     with pytest.raises(services.SessionRefused, match="not live"):
         services.session_stop(session_id=session.pk)
@@ -143,7 +152,33 @@ def test_a_session_start_and_stop_land_in_convex(bridge: Bridge, operator: Any) 
     assert summary["session"]["status"] == "ended"
     assert summary["session"]["name"] == "Convex take"
     assert summary["session"]["operator"] == get_user_model().objects.get().get_username()
-    # created, started, tally live, its expiry at the stop, stopped, tally off
-    assert summary["eventCount"] == 6
+    # created, started, tally live, start_publish, their expiries at the stop, stopped,
+    # tally off, stop_publish
+    assert summary["eventCount"] == 9
     assert summary["countsByType"]["session.stopped"] == 1
     call_command("ledger_verify", str(session.pk))
+
+
+def test_cameras_of_a_live_session_that_stopped_publishing_are_asked_again(
+    operator: Any,
+) -> None:
+    a, b = _device("a"), _device("b")
+    session = services.session_create(name="Restart", operator=operator)
+    services.session_start(session_id=session.pk)
+    # Just asked at the start: nobody is nagged.
+    assert services.sessions_publish_reconcile() == 0
+    DeviceCommand.objects.filter(type="start_publish").update(
+        issued_at=timezone.now() - timedelta(seconds=services.PUBLISH_RETRY_S + 1)
+    )
+    from devices import services as device_services
+
+    device_services.device_publish_start(device_id=a.pk, publish_id="p1", codec="VP8")
+    # b is online, in the session and silent: asked again, once; a publishes already.
+    assert services.sessions_publish_reconcile() == 1
+    assert services.sessions_publish_reconcile() == 0
+    latest = DeviceCommand.objects.filter(type="start_publish").order_by("-issued_at").first()
+    assert latest is not None and latest.device_id == b.pk
+    assert latest.session_id == session.pk
+    services.session_stop(session_id=session.pk)
+    DeviceCommand.objects.update(issued_at=timezone.now() - timedelta(minutes=5))
+    assert services.sessions_publish_reconcile() == 0

@@ -60,6 +60,12 @@ def simulate(
         prefix,
         "--duration",
         str(duration_s),
+        # Their cameras publish when a session starts; these journeys watch the page, not the
+        # picture, so the video is kept light (the hero feed's own tests use full size).
+        "--video-size",
+        "320x240",
+        "--video-fps",
+        "10",
         *extra,
         log_name=f"simulator-{prefix}",
     )

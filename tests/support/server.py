@@ -42,6 +42,7 @@ class RunningServer:
     port: int
     env: dict[str, str]
     workdir: Path
+    host: str = "127.0.0.1"
     username: str = "director"
     password: str = "correct-horse-battery-staple"
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -77,6 +78,8 @@ class RunningServer:
             sys.executable,
             str(ROOT / "manage.py"),
             "serve",
+            "--host",
+            self.host,
             "--port",
             str(self.port),
             log_name="server",
@@ -124,8 +127,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    workdir: Path, *, extra_env: dict[str, str] | None = None, celery: bool = True
+    workdir: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    celery: bool = True,
+    host: str = "127.0.0.1",
 ) -> Iterator[RunningServer]:
+    """`host`: the address the server listens on (a test's network namespace may give one)."""
     port = free_port()
     tag = f"mm{os.getpid()}x{uuid.uuid4().hex[:6]}"
     env = {
@@ -136,6 +144,8 @@ def running_server(
         "MOTIONMIX_CELERY_QUEUE": tag,
         "MOTIONMIX_HEARTBEAT_INTERVAL_S": "1",
         "PYTHONUNBUFFERED": "1",
+        # The hero feed's peers (the relay, simulated phones) meet on loopback only.
+        "MOTIONMIX_ICE_HOST_ADDRESSES": "127.0.0.1",
         **(extra_env or {}),
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -156,7 +166,9 @@ def running_server(
     else:
         env["MOTIONMIX_SQLITE_PATH"] = str(workdir / "motionmix.sqlite3")
 
-    server = RunningServer(url=f"http://127.0.0.1:{port}", port=port, env=env, workdir=workdir)
+    server = RunningServer(
+        url=f"http://{host}:{port}", port=port, env=env, workdir=workdir, host=host
+    )
     try:
         server.manage("migrate", "--noinput", "-v0")
         server.env["DJANGO_SUPERUSER_PASSWORD"] = server.password

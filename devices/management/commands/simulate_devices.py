@@ -22,6 +22,12 @@ from devices.simulator_operator import (
     parse_delay,
     parse_schedule,
 )
+from devices.simulator_video import (
+    DEFAULT_VIDEO_FPS,
+    DEFAULT_VIDEO_SIZE,
+    VIDEO_CODECS,
+    parse_video_size,
+)
 
 STAND_IN_STOP_S = 2.0
 
@@ -45,6 +51,23 @@ class Command(BaseCommand):
             "--still-size",
             default="{}x{}".format(*DEFAULT_STILL_SIZE),
             help="Size of the stills the phones capture, WIDTHxHEIGHT (12 MP: 4032x3024).",
+        )
+        parser.add_argument(
+            "--video-size",
+            default="{}x{}".format(*DEFAULT_VIDEO_SIZE),
+            help="Size of the video the phones publish when asked (WHIP), WIDTHxHEIGHT.",
+        )
+        parser.add_argument(
+            "--video-fps",
+            type=int,
+            default=DEFAULT_VIDEO_FPS,
+            help="Frame rate of the published video, 1 to 60.",
+        )
+        parser.add_argument(
+            "--video-codec",
+            choices=VIDEO_CODECS,
+            default=None,
+            help="Offer only this codec. Default: offer both and let the server choose.",
         )
         parser.add_argument(
             "--stand-in",
@@ -80,8 +103,12 @@ class Command(BaseCommand):
         fixed_code: str = options["pairing_code"]
         try:
             still_size = parse_still_size(options["still_size"])
+            video_size = parse_video_size(options["video_size"])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        video_fps: int = options["video_fps"]
+        if not 1 <= video_fps <= 60:
+            raise CommandError(f"--video-fps {video_fps}: give a frame rate from 1 to 60, e.g. 30.")
         stand_in = self._stand_in(options)
 
         async def code_source() -> str:
@@ -96,6 +123,9 @@ class Command(BaseCommand):
             install_prefix=options["install_prefix"],
             seed=options["seed"],
             still_size=still_size,
+            video_size=video_size,
+            video_fps=video_fps,
+            video_codec=options["video_codec"],
         )
 
         async def main() -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import subprocess
 import sys
@@ -28,6 +29,24 @@ def _stream_request_bodies() -> None:
     http_protocol.WebRequest = StreamingRequest  # type: ignore[misc]
 
 
+async def _relay_start() -> None:
+    from director.hero.runtime import hero_relay
+
+    hero_relay()
+
+
+async def _relay_close() -> None:
+    from director.hero.runtime import hero_relay_close
+
+    try:
+        await asyncio.wait_for(hero_relay_close(), RELAY_CLOSE_S)
+    except TimeoutError:
+        sys.stderr.write("The hero relay did not close in time; its peers end with the process.\n")
+
+
+RELAY_CLOSE_S = 5.0
+
+
 class Command(BaseCommand):
     help = (
         "Run the Live Director: Daphne, the embedded ticker (when there is no Celery beat) "
@@ -45,6 +64,17 @@ class Command(BaseCommand):
             "--ledger-bridge",
             action="store_true",
             help="Without CONVEX_URL, run the local Convex bridge (needs Node) for the ledger.",
+        )
+        parser.add_argument(
+            "--video-size",
+            default="640x480",
+            help="With --simulate: the simulated cameras' video size (WxH).",
+        )
+        parser.add_argument(
+            "--video-fps",
+            type=int,
+            default=30,
+            help="With --simulate: the simulated cameras' frame rate.",
         )
         parser.add_argument(
             "--stand-in",
@@ -133,10 +163,12 @@ class Command(BaseCommand):
                 sys.stderr.write(f"Could not listen on {host}:{port}; is the port taken?\n")
                 reactor.stop()  # type: ignore[attr-defined]
                 return
+            loop = reactor._asyncioEventloop  # type: ignore[attr-defined]
+            # The hero relay lives on this loop: it takes switches from the first moment.
+            loop.create_task(_relay_start())
             if settings.MOTIONMIX_EMBEDDED_TICKER:
                 from director.ticker import run_ticker
 
-                loop = reactor._asyncioEventloop  # type: ignore[attr-defined]
                 loop.create_task(run_ticker())
             if settings.MOTIONMIX_EMBEDDED_TICKER and settings.CONVEX_URL:
                 from director.ticker import ledger_watch
@@ -171,6 +203,10 @@ class Command(BaseCommand):
                             str(simulate),
                             "--url",
                             api_url,
+                            "--video-size",
+                            options["video_size"],
+                            "--video-fps",
+                            str(options["video_fps"]),
                             *stand_in_args,
                         ]
                     )
@@ -209,9 +245,26 @@ class Command(BaseCommand):
                 except subprocess.TimeoutExpired:
                     proc.kill()
 
+        def close_relay() -> Any:
+            from twisted.internet.defer import Deferred
+
+            loop = reactor._asyncioEventloop  # type: ignore[attr-defined]
+            # Peers are closed and their publishes recorded as stopped before the loop ends.
+            return Deferred.fromFuture(loop.create_task(_relay_close()))
+
         reactor.callWhenRunning(started)  # type: ignore[attr-defined]
+        reactor.addSystemEventTrigger("before", "shutdown", close_relay)  # type: ignore[attr-defined]
         reactor.addSystemEventTrigger("before", "shutdown", stop_children)  # type: ignore[attr-defined]
         asyncio.set_event_loop(reactor._asyncioEventloop)  # type: ignore[attr-defined]
         server.run()
         if not server.listening_addresses:
             raise CommandError(f"Could not listen on {host}:{port}.")
+        # Everything the server owns has stopped: the relay's peers are closed, the children
+        # and the heartbeat writer stopped, every commit made. A request that was still waiting
+        # on the event loop when it stopped (an async view in flight at Ctrl-C) would hold
+        # Python's exit forever in the Django thread that waits for it, so the process ends
+        # here rather than in the interpreter's thread joins.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
