@@ -21,12 +21,15 @@ from ninja.decorators import decorate_view
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import HttpBearer
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, SkipValidation, field_validator
 
 from devices import delivery, selectors, services
 from devices.models import Device, DeviceCommand
 
 JSON_BODY_LIMIT = 64 * 1024
+# A full pose batch (300 frames of 33 keypoints at a phone's full float precision) is about
+# 600 KB of JSON; the general limit would refuse it.
+POSE_BODY_LIMIT = 1024 * 1024
 MAX_WAIT_S = 25.0
 
 # --- Errors ---------------------------------------------------------------------------------
@@ -128,6 +131,16 @@ def _command_not_found(request: HttpRequest, exc: Exception) -> HttpResponse:
 @api.exception_handler(services.CommandConflict)
 def _command_conflict(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error_response(409, "conflict", str(exc))
+
+
+@api.exception_handler(services.PoseTooManyFrames)
+def _pose_too_many_frames(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error_response(413, "too_large", str(exc))
+
+
+@api.exception_handler(services.PoseRejected)
+def _pose_rejected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error_response(400, "invalid", str(exc))
 
 
 @api.exception_handler(services.HeartbeatRejected)
@@ -338,6 +351,27 @@ class AckOut(Schema):
     changed: bool
 
 
+class PoseFrameIn(Schema):
+    t: float = Field(description="Device clock, unix s.")
+    keypoints: list[list[float]] = Field(
+        description="[x, y, confidence] per keypoint, confidence 0..1; 17, 19 or 33 of them "
+        "as the format says."
+    )
+
+
+class PoseIn(StrictSchema):
+    format: Literal["coco17", "vision19", "mediapipe33"]
+    # Documented as frames but checked by `services.pose_frames_check`, in bulk and with errors
+    # that name the frame (`frames[12].keypoints: ...`): pydantic would build 10,000 objects.
+    frames: SkipValidation[list[PoseFrameIn]] = Field(
+        description="1 to MOTIONMIX_POSE_MAX_FRAMES (default 300) frames; any order."
+    )
+
+
+class PoseOut(Schema):
+    accepted: int
+
+
 class ErrorOut(Schema):
     error: str
     detail: str
@@ -458,3 +492,24 @@ def ack(request: HttpRequest, command_id: UUID, payload: AckIn) -> dict[str, Any
         device_id=_device(request).pk, command_id=command_id, **payload.model_dump()
     )
     return {"id": str(command.pk), "state": command.state, "changed": changed}
+
+
+@api.post(
+    "/pose",
+    auth=device_auth,
+    response={202: PoseOut, **ERRORS},
+    summary="Send a batch of pose frames",
+    description="One batch of 1 to MOTIONMIX_POSE_MAX_FRAMES frames (default 300, 10 s at 30 "
+    "fps) in one format; the body may be up to 1 MiB. Frames out of order are sorted, and late "
+    "batches are kept. A malformed batch is refused whole with 400, its detail naming the frame "
+    "(`frames[12].keypoints: coco17 needs 17 keypoints, got 16`); too many frames answer 413 "
+    "`too_large`: split the batch.",
+)
+@decorate_view(json_body(max_bytes=POSE_BODY_LIMIT))
+def pose(request: HttpRequest, payload: PoseIn) -> Status[dict[str, Any]]:
+    """202 `{accepted}`. More frames than the limit is 413 (`too_large`, like a body over the
+    size limit: the client must send less), not 400; every other malformed batch is 400."""
+    accepted = services.pose_batch_ingest(
+        device_id=_device(request).pk, format=payload.format, frames=payload.frames
+    )
+    return Status(202, {"accepted": accepted})

@@ -88,3 +88,68 @@ def to_device(server_unix: float, offset_s: float | None) -> float:
 def to_server(device_unix: float, offset_s: float | None) -> float:
     """A device time on the server's clock."""
     return device_unix - (offset_s or 0.0)
+
+
+# --- Offset and drift over many samples -----------------------------------------------------
+
+# Samples this much slower than the fastest one weigh a quarter as much (a slow exchange is
+# asymmetric by up to half its delay, so it says less about the offset).
+DELAY_SCALE_S = 0.0015
+# The window a fit looks at: long enough to see drift, short enough to follow a changed clock.
+FIT_WINDOW_S = 1800.0
+FIT_MIN_SAMPLES = 8
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A device clock against the server's: offset(t) = offset_s + drift * (t - at)."""
+
+    offset_s: float  # device minus server, at `at`
+    drift_ppm: float  # how fast the offset grows: microseconds per second
+    at: float  # server clock, unix s: the fit's reference time (its latest sample)
+    uncertainty_s: float  # one standard error of the offset at `at`, plus the best delay / 2
+    samples: int
+    best_delay_s: float
+
+    def offset_at(self, server_unix: float) -> float:
+        return self.offset_s + self.drift_ppm * 1e-6 * (server_unix - self.at)
+
+
+def fit(samples: list[Sample]) -> Fit | None:
+    """Offset and drift by weighted least squares over round-trip samples, as NTP trusts its
+    low-delay exchanges: weight 1 / (1 + ((delay - best) / DELAY_SCALE_S)²). Each sample is
+    placed at the server time it measured, (received_at + server_time) / 2. None for fewer
+    than FIT_MIN_SAMPLES samples or less than a second of span."""
+    usable = [s for s in samples if 0 <= s.delay_s <= MAX_DELAY_S]
+    if len(usable) < FIT_MIN_SAMPLES:
+        return None
+    best = min(s.delay_s for s in usable)
+    times = [(s.received_at + s.server_time) / 2 for s in usable]
+    ref = max(times)
+    if ref - min(times) < 1.0:
+        return None
+    weights = [1.0 / (1.0 + ((s.delay_s - best) / DELAY_SCALE_S) ** 2) for s in usable]
+    xs = [t - ref for t in times]
+    ys = [s.offset_s for s in usable]
+    total = sum(weights)
+    mean_x = sum(w * x for w, x in zip(weights, xs, strict=True)) / total
+    mean_y = sum(w * y for w, y in zip(weights, ys, strict=True)) / total
+    sxx = sum(w * (x - mean_x) ** 2 for w, x in zip(weights, xs, strict=True))
+    sxy = sum(w * (x - mean_x) * (y - mean_y) for w, x, y in zip(weights, xs, ys, strict=True))
+    slope = sxy / sxx if sxx > 0 else 0.0
+    intercept = mean_y - slope * mean_x  # the offset at x = 0, the reference time
+    residual = sum(
+        w * (y - (intercept + slope * x)) ** 2 for w, x, y in zip(weights, xs, ys, strict=True)
+    )
+    # Effective number of samples (Kish), for the standard error of a weighted fit.
+    effective = total**2 / sum(w * w for w in weights)
+    variance = residual / total * effective / max(1.0, effective - 2)
+    stderr = (variance * (1 / effective + mean_x**2 / (sxx / total * effective))) ** 0.5
+    return Fit(
+        offset_s=intercept,
+        drift_ppm=slope * 1e6,
+        at=ref,
+        uncertainty_s=stderr + best / 2,
+        samples=len(usable),
+        best_delay_s=best,
+    )

@@ -38,7 +38,13 @@ def claim(*, device_id: UUID, via: str) -> list[DeviceCommand]:
 
 @database_sync_to_async
 def clock_offset(*, device_id: UUID) -> float | None:
-    return Device.objects.filter(pk=device_id).values_list("clock_offset_s", flat=True).first()
+    """The offset a command's times are mapped with: the fitted clock while it is fresh."""
+    device = (
+        Device.objects.filter(pk=device_id)
+        .only("clock_offset_s", "clock_fit_offset_s", "clock_drift_ppm", "clock_fit_at")
+        .first()
+    )
+    return device.clock_offset_now() if device is not None else None
 
 
 async def commands_wait(

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
 from django.db import models
+from django.utils import timezone
 
 LOW_BATTERY = 0.20
+# The card shows a pose rate only while pose keeps arriving: this long after the last update.
+# Pose batches may come every 10 s (300 frames at 30 fps): the rate stays shown across a gap.
+POSE_LIVE_S = 12.0
+# A clock fit older than this gives way to the latest round trip (the fit runs every 10 s).
+CLOCK_FIT_FRESH_S = 60.0
 
 
 class Device(models.Model):
@@ -80,6 +87,11 @@ class Device(models.Model):
     clock_offset_s = models.FloatField(null=True, blank=True)
     clock_delay_s = models.FloatField(null=True, blank=True)
     clock_sampled_at = models.DateTimeField(null=True, blank=True)
+    # Offset and drift fitted over the recent round trips (devices/services/clocks.py).
+    clock_fit_offset_s = models.FloatField(null=True, blank=True, help_text="At clock_fit_at.")
+    clock_drift_ppm = models.FloatField(null=True, blank=True)
+    clock_uncertainty_s = models.FloatField(null=True, blank=True)
+    clock_fit_at = models.DateTimeField(null=True, blank=True, help_text="Server clock.")
 
     tally = models.CharField(max_length=8, choices=Tally.choices, default=Tally.OFF)
 
@@ -90,6 +102,10 @@ class Device(models.Model):
     publish_width = models.PositiveIntegerField(null=True, blank=True)
     publish_height = models.PositiveIntegerField(null=True, blank=True)
     publish_fps = models.FloatField(null=True, blank=True)
+
+    # The pose stream's rate as measured from the device's own frame times (pose ingest).
+    pose_fps = models.FloatField(null=True, blank=True)
+    pose_at = models.DateTimeField(null=True, blank=True, help_text="When pose_fps was written.")
 
     class Meta:
         ordering = ["name", "registered_at"]
@@ -126,6 +142,41 @@ class Device(models.Model):
         if self.publish_width is None or self.publish_height is None:
             return ""
         return f"{self.publish_width}\u00d7{self.publish_height}"
+
+    def clock_offset_now(self, now: datetime | None = None) -> float | None:
+        """Device minus server clock now: the fitted offset and drift while the fit is fresh,
+        else the best recent round trip's offset."""
+        now = now or timezone.now()
+        if (
+            self.clock_fit_at is not None
+            and self.clock_fit_offset_s is not None
+            and now - self.clock_fit_at <= timedelta(seconds=CLOCK_FIT_FRESH_S)
+        ):
+            elapsed = (now - self.clock_fit_at).total_seconds()
+            return self.clock_fit_offset_s + (self.clock_drift_ppm or 0.0) * 1e-6 * elapsed
+        return self.clock_offset_s
+
+    @property
+    def clock_label(self) -> str:
+        """The card's clock line: "+312.4 ms ± 0.6 · +41 ppm" (device minus server)."""
+        if self.clock_fit_offset_s is not None and self.clock_uncertainty_s is not None:
+            drift = self.clock_drift_ppm or 0.0
+            return (
+                f"{self.clock_fit_offset_s * 1000:+.1f} ms \u00b1 "
+                f"{self.clock_uncertainty_s * 1000:.1f} \u00b7 {drift:+.0f} ppm"
+            )
+        if self.clock_offset_s is not None:
+            return f"{self.clock_offset_s * 1000:+.1f} ms (fitting)"
+        return ""
+
+    @property
+    def pose_live(self) -> bool:
+        """Pose arrived recently enough for the card to show its rate."""
+        return (
+            self.pose_fps is not None
+            and self.pose_at is not None
+            and timezone.now() - self.pose_at <= timedelta(seconds=POSE_LIVE_S)
+        )
 
     @property
     def is_placed(self) -> bool:
@@ -255,3 +306,36 @@ class ClockSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.device_id} offset {self.offset_s * 1000:.1f} ms"
+
+
+class PoseBatch(models.Model):
+    """One batch of pose frames from one device, stored as one row (never a row per frame).
+
+    `frames` is compact JSON: `[[t, [x, y, c, x, y, c, ...]], ...]`, sorted by t, t rounded to
+    6 decimals and x, y, c to 4. `t`, `first_t` and `last_t` are on the device's clock; batches
+    may arrive late or out of order, and the export orders them (by first_t, then t).
+    """
+
+    class Format(models.TextChoices):
+        COCO17 = "coco17", "COCO, 17 keypoints"
+        VISION19 = "vision19", "Apple Vision, 19 keypoints"
+        MEDIAPIPE33 = "mediapipe33", "MediaPipe, 33 keypoints"
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="pose_batches")
+    # The device's live photoshoot session when the batch arrived, if any (director owns them).
+    session_id = models.UUIDField(null=True, blank=True)
+    format = models.CharField(max_length=16, choices=Format.choices)
+    first_t = models.FloatField(help_text="Device clock, unix s.")
+    last_t = models.FloatField(help_text="Device clock, unix s.")
+    frame_count = models.PositiveIntegerField()
+    received_at = models.DateTimeField(help_text="Server clock.")
+    frames = models.TextField(help_text="[[t, [x, y, c, ...]], ...] as compact JSON.")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["device", "session_id", "first_t"]),
+            models.Index(fields=["device", "received_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.frame_count} {self.format} frames from {self.device_id}"

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from datetime import timedelta
 from uuid import UUID
 
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from devices.models import Device, DeviceCommand
+from devices.models import Device, DeviceCommand, PoseBatch
 from devices.services import hash_token, offline_cutoff
 
 
@@ -37,3 +40,27 @@ def command_pending_count(*, device_id: UUID) -> int:
         state=DeviceCommand.State.QUEUED,
         expires_at__gt=timezone.now(),
     ).count()
+
+
+Keypoint = tuple[float, float, float]
+
+
+def pose_latest(
+    *, device_ids: Iterable[UUID], since_s: float
+) -> dict[UUID, list[tuple[float, list[Keypoint]]]]:
+    """The pose frames of the batches each device sent in the last `since_s` seconds of server
+    time (by when they were received), as `(t, [(x, y, confidence), ...])` sorted by t on the
+    device's clock. Every device asked for has an entry; an empty list: no recent pose."""
+    wanted = list(device_ids)
+    latest: dict[UUID, list[tuple[float, list[Keypoint]]]] = {pk: [] for pk in wanted}
+    cutoff = timezone.now() - timedelta(seconds=since_s)
+    rows = PoseBatch.objects.filter(device_id__in=wanted, received_at__gte=cutoff).values_list(
+        "device_id", "frames"
+    )
+    for device_id, frames in rows:
+        for t, values in json.loads(frames):
+            keypoints = list(zip(values[0::3], values[1::3], values[2::3], strict=True))
+            latest[device_id].append((t, keypoints))
+    for frames_of_device in latest.values():
+        frames_of_device.sort(key=lambda frame: frame[0])
+    return latest

@@ -25,3 +25,9 @@ def pairing_code_refresh() -> str:
 def commands_sweep_expired() -> int:
     """Expire every command whose time ran out; returns how many it expired."""
     return services.commands_expire_due()
+
+
+@shared_task
+def device_clocks_fit() -> int:
+    """Fit offset and drift for every online device's clock."""
+    return services.device_clocks_fit()

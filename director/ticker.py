@@ -24,7 +24,12 @@ from dataclasses import dataclass
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from devices.tasks import commands_sweep_expired, devices_sweep_offline, pairing_code_refresh
+from devices.tasks import (
+    commands_sweep_expired,
+    device_clocks_fit,
+    devices_sweep_offline,
+    pairing_code_refresh,
+)
 from director.tasks import (
     ghost_policies_tick,
     proposals_sweep_expired,
@@ -75,6 +80,7 @@ SCHEDULE = [
     Job(settings.MOTIONMIX_GHOST_POLICY_INTERVAL_S, ghost_policies_tick),
     Job(5.0, pairing_code_refresh),
     Job(5.0, sessions_publish_reconcile),
+    Job(10.0, device_clocks_fit),
     Job(5.0, ledger_watch.wake_sync, wanted=FLUSH_WANTED),
     Job(1.0, ledger_watch.push_if_changed),
 ]

@@ -32,6 +32,8 @@ app.conf.beat_schedule = {
         "task": "director.tasks.sessions_publish_reconcile",
         "schedule": 5.0,
     },
+    # Every device's clock: offset and drift over its recent round trips.
+    "device-clocks-fit": {"task": "devices.tasks.device_clocks_fit", "schedule": 10.0},
     "pairing-code-refresh": {"task": "devices.tasks.pairing_code_refresh", "schedule": 5.0},
     "ledger-outbox-sweep": {"task": "ledger.tasks.outbox_flush_task", "schedule": 5.0},
 }

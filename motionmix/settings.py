@@ -297,6 +297,8 @@ MOTIONMIX_HERO_MAX_VIEWERS = int(os.environ.get("MOTIONMIX_HERO_MAX_VIEWERS", "8
 MOTIONMIX_HERO_MAX_PUBLISHERS = int(os.environ.get("MOTIONMIX_HERO_MAX_PUBLISHERS", "32"))
 # The codec the relay prefers towards viewers: vp8, h264, or empty for the browser's order.
 MOTIONMIX_HERO_VIEWER_CODEC = os.environ.get("MOTIONMIX_HERO_VIEWER_CODEC", "").lower()
+# Pose: the most frames one POST /api/v1/pose may carry (10 s at 30 fps).
+MOTIONMIX_POSE_MAX_FRAMES = int(os.environ.get("MOTIONMIX_POSE_MAX_FRAMES", "300"))
 # The address devices are told to reach, printed in the pairing QR code.
 MOTIONMIX_PUBLIC_URL = os.environ.get("MOTIONMIX_PUBLIC_URL", "")
 

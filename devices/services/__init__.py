@@ -5,6 +5,7 @@ The package is split by subject; callers import from here: `from devices import 
 
 from __future__ import annotations
 
+from devices.services.clocks import device_clock_fit, device_clocks_fit
 from devices.services.commands import (
     CommandConflict,
     CommandNotFound,
@@ -43,6 +44,15 @@ from devices.services.fleet import (
     pairing_code_rotate,
 )
 from devices.services.placement import PlacementRefused, device_place
+from devices.services.pose import (
+    POSE_KEYPOINTS,
+    PoseFrames,
+    PoseRejected,
+    PoseTooManyFrames,
+    pose_batch_ingest,
+    pose_frames_check,
+    pose_max_frames,
+)
 from devices.services.publishing import (
     device_publish_measure,
     device_publish_start,
@@ -52,6 +62,7 @@ from devices.services.publishing import (
 __all__ = [
     "PAIRING_ALPHABET",
     "PAIRING_CODE_LENGTH",
+    "POSE_KEYPOINTS",
     "PRESENCE_FIELDS",
     "REORDER_WINDOW_S",
     "STATE_FIELDS",
@@ -64,6 +75,9 @@ __all__ = [
     "HeartbeatRejected",
     "PairingRefused",
     "PlacementRefused",
+    "PoseFrames",
+    "PoseRejected",
+    "PoseTooManyFrames",
     "Registration",
     "ReportedPlacement",
     "RoundTrip",
@@ -75,6 +89,8 @@ __all__ = [
     "commands_expire_due",
     "commands_expire_for_session",
     "commands_issue_capture",
+    "device_clock_fit",
+    "device_clocks_fit",
     "device_heartbeat",
     "device_heartbeats_record",
     "device_mark_offline",
@@ -88,4 +104,7 @@ __all__ = [
     "offline_cutoff",
     "pairing_code_get_or_rotate",
     "pairing_code_rotate",
+    "pose_batch_ingest",
+    "pose_frames_check",
+    "pose_max_frames",
 ]

@@ -4,6 +4,7 @@ device reports in its heartbeat."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from datetime import timedelta
 from typing import Any
@@ -150,3 +151,107 @@ async def test_a_long_poll_that_hangs_up_claims_nothing() -> None:
     assert sent == []
     state = await sync_to_async(lambda: DeviceCommand.objects.get(pk=command.pk).state)()
     assert state == DeviceCommand.State.QUEUED
+
+
+def _round_trips(
+    *, offset_s: float, drift_ppm: float, count: int, every_s: float, seed: int
+) -> list[clock.Sample]:
+    """Heartbeat exchanges of a device whose clock runs `drift_ppm` fast from `offset_s`
+    ahead, over a network with jitter and the odd congested exchange."""
+    rng = random.Random(seed)
+    start = 1_800_000_000.0
+
+    def device_time(server: float) -> float:
+        return server + offset_s + drift_ppm * 1e-6 * (server - start)
+
+    samples = []
+    for i in range(count):
+        sent = start + i * every_s
+        forward = 0.002 + rng.expovariate(1 / 0.003)
+        back = 0.002 + rng.expovariate(1 / 0.003)
+        if rng.random() < 0.1:  # congestion on one leg
+            if rng.random() < 0.5:
+                forward += rng.uniform(0.05, 0.3)
+            else:
+                back += rng.uniform(0.05, 0.3)
+        received = sent + forward
+        answered = received + rng.uniform(0.0002, 0.002)
+        returned = answered + back
+        samples.append(
+            clock.Sample(
+                sent_at=device_time(sent),
+                received_at=received,
+                server_time=answered,
+                returned_at=device_time(returned),
+            )
+        )
+    return samples
+
+
+@pytest.mark.parametrize("drift_ppm", [-40.0, 0.0, 25.0, 80.0])
+def test_a_fit_recovers_offset_and_drift_from_noisy_round_trips(drift_ppm: float) -> None:
+    offset = 0.3125
+    samples = _round_trips(
+        offset_s=offset, drift_ppm=drift_ppm, count=600, every_s=2.0, seed=int(drift_ppm)
+    )
+    fitted = clock.fit(samples)
+    assert fitted is not None
+    start = 1_800_000_000.0
+    truth_at_ref = offset + drift_ppm * 1e-6 * (fitted.at - start)
+    assert abs(fitted.offset_s - truth_at_ref) < 0.002
+    assert abs(fitted.drift_ppm - drift_ppm) < 10
+    assert fitted.uncertainty_s < 0.005
+    # Mapping any moment of the window back: within 2 ms too.
+    for moment in (start, start + 600, fitted.at):
+        true_offset = offset + drift_ppm * 1e-6 * (moment - start)
+        assert abs(fitted.offset_at(moment) - true_offset) < 0.002
+
+
+def test_a_fit_needs_enough_samples_over_some_time() -> None:
+    samples = _round_trips(offset_s=0.1, drift_ppm=0, count=20, every_s=2.0, seed=1)
+    assert clock.fit(samples[:5]) is None
+    assert clock.fit([samples[0]] * 10) is None  # no span
+    assert clock.fit(samples) is not None
+
+
+def _store(device: Any, samples: list[clock.Sample], *, now: Any) -> None:
+    ClockSample.objects.bulk_create(
+        ClockSample(
+            device=device,
+            at=now - timedelta(seconds=(len(samples) - i) * 2),
+            sent_at=s.sent_at,
+            received_at=s.received_at,
+            server_time=s.server_time,
+            returned_at=s.returned_at,
+            offset_s=s.offset_s,
+            delay_s=s.delay_s,
+        )
+        for i, s in enumerate(samples)
+    )
+
+
+@pytest.mark.django_db
+def test_the_fitted_clock_is_kept_shown_and_maps_command_times() -> None:
+    from devices import delivery
+
+    device = register_device("fit-1", name="Cam Fit").device
+    now = timezone.now()
+    samples = _round_trips(offset_s=0.25, drift_ppm=30.0, count=300, every_s=2.0, seed=7)
+    _store(device, samples, now=now)
+    assert services.device_clocks_fit() == 1  # every online device with enough samples
+    fitted = services.device_clock_fit(device_id=device.pk, now=now)
+    assert fitted is not None
+    device.refresh_from_db()
+    assert device.clock_drift_ppm == pytest.approx(30.0, abs=10)
+    assert device.clock_label.endswith("ppm") and "\u00b1" in device.clock_label
+    # Commands carry the fitted offset, carried forward by the drift, while the fit is fresh.
+    at = device.clock_fit_at + timedelta(seconds=20)
+    assert device.clock_offset_now(at) == pytest.approx(
+        fitted.offset_s + 30e-6 * 20, abs=1e-3 * 0.5
+    )
+    # What the long poll and the socket send with commands (the function under its wrapper).
+    sent = delivery.clock_offset.func(device_id=device.pk)  # type: ignore[attr-defined]
+    assert sent == pytest.approx(device.clock_offset_now(), abs=1e-6)
+    assert sent != device.clock_offset_s
+    stale = device.clock_fit_at + timedelta(minutes=5)
+    assert device.clock_offset_now(stale) == device.clock_offset_s
