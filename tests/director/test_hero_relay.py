@@ -18,6 +18,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import AsyncClient
 from PIL import Image
 
@@ -67,6 +68,20 @@ def _shoot(count: int = 2) -> Shoot:
         tokens=[r.token for r in regs],
         operator=operator,
     )
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only() -> None:
+    if connection.vendor != "postgresql":
+        # The relay writes from a thread of its own while the test reads; SQLite's in-memory
+        # test database locks whole tables between threads instead of waiting, and its
+        # teardown flush then fails. The embedded mode's relay (a real server on a SQLite
+        # file) is covered by test_hero_browser.py and the simulator's video tests.
+        pytest.skip(
+            "needs PostgreSQL: SQLite's in-memory test database locks whole tables between "
+            "threads, so the relay's writes and the test's reads cannot overlap; runs in the "
+            "scaled pass"
+        )
 
 
 @pytest.fixture
