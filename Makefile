@@ -14,6 +14,9 @@ VIDEO_FPS ?= 15
 # 1: a simulated stand-in operator starts a demo session and decides Ghost's proposals.
 STANDIN ?= 1
 STANDIN_FLAG = $(if $(filter 0,$(STANDIN)),,--stand-in)
+# 1: the stand-in uploads a built-in click track to its session and plays it (music cues).
+MUSIC ?= 1
+MUSIC_FLAG = $(if $(filter 0,$(MUSIC)),,--music)
 
 NODE := $(shell command -v node)
 CONVEX_DEPS := convex/node_modules/.package-lock.json
@@ -54,7 +57,7 @@ run: export MOTIONMIX_GHOST_HERO_STALE_S ?= 20
 run: export MOTIONMIX_GHOST_CADENCE_S ?= 40
 run: export MOTIONMIX_ICE_HOST_ADDRESSES ?= 127.0.0.1
 run: migrate convex-deps
-	@$(PY) manage.py serve --host $(HOST) --port $(PORT) --simulate $(DEVICES) --video-size $(VIDEO_SIZE) --video-fps $(VIDEO_FPS) --demo-operator --ledger-bridge $(STANDIN_FLAG)
+	@$(PY) manage.py serve --host $(HOST) --port $(PORT) --simulate $(DEVICES) --video-size $(VIDEO_SIZE) --video-fps $(VIDEO_FPS) --demo-operator --ledger-bridge $(STANDIN_FLAG) $(MUSIC_FLAG)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

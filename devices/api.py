@@ -315,7 +315,9 @@ class HeartbeatOut(Schema):
     received_at: float
     pending_commands: int
     clock_offset_s: float | None = Field(
-        description="The server's estimate of device clock minus server clock, in seconds."
+        description="The server's estimate of device clock minus server clock, in seconds: "
+        "the offset and drift fitted over the device's recent round trips while that fit is "
+        "fresh, else its best recent round trip."
     )
 
 
@@ -452,7 +454,7 @@ def heartbeat(request: HttpRequest, beat: HeartbeatIn) -> dict[str, Any]:
         "server_time": time.time(),
         "received_at": received_at.timestamp(),
         "pending_commands": selectors.command_pending_count(device_id=device.pk),
-        "clock_offset_s": stored.clock_offset_s,
+        "clock_offset_s": stored.clock_offset_now(),
     }
 
 

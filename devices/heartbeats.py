@@ -156,7 +156,7 @@ class HeartbeatWriter:
                         {
                             "received_at": item.received_at.timestamp(),
                             "pending_commands": pending.get(outcome.pk, 0),
-                            "clock_offset_s": outcome.clock_offset_s,
+                            "clock_offset_s": outcome.clock_offset_now(),
                         },
                     )
         except DatabaseError as exc:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import NamedTuple
 from uuid import UUID
 
 from django.db.models import QuerySet
@@ -45,22 +46,33 @@ def command_pending_count(*, device_id: UUID) -> int:
 Keypoint = tuple[float, float, float]
 
 
+class PoseSample(NamedTuple):
+    """One pose frame as stored: `t` on the device's clock, keypoints in `format`'s order."""
+
+    t: float
+    format: str
+    keypoints: list[Keypoint]
+
+
 def pose_latest(
-    *, device_ids: Iterable[UUID], since_s: float
-) -> dict[UUID, list[tuple[float, list[Keypoint]]]]:
+    *, device_ids: Iterable[UUID], since_s: float, limit: int | None = None
+) -> dict[UUID, list[PoseSample]]:
     """The pose frames of the batches each device sent in the last `since_s` seconds of server
-    time (by when they were received), as `(t, [(x, y, confidence), ...])` sorted by t on the
-    device's clock. Every device asked for has an entry; an empty list: no recent pose."""
+    time (by when they were received), sorted by t on the device's clock; with `limit`, only
+    each device's newest `limit` frames. Every device asked for has an entry; an empty list:
+    no recent pose."""
     wanted = list(device_ids)
-    latest: dict[UUID, list[tuple[float, list[Keypoint]]]] = {pk: [] for pk in wanted}
+    latest: dict[UUID, list[PoseSample]] = {pk: [] for pk in wanted}
     cutoff = timezone.now() - timedelta(seconds=since_s)
     rows = PoseBatch.objects.filter(device_id__in=wanted, received_at__gte=cutoff).values_list(
-        "device_id", "frames"
+        "device_id", "format", "frames"
     )
-    for device_id, frames in rows:
+    for device_id, format, frames in rows:
         for t, values in json.loads(frames):
             keypoints = list(zip(values[0::3], values[1::3], values[2::3], strict=True))
-            latest[device_id].append((t, keypoints))
-    for frames_of_device in latest.values():
-        frames_of_device.sort(key=lambda frame: frame[0])
+            latest[device_id].append(PoseSample(t, format, keypoints))
+    for pk, frames_of_device in latest.items():
+        frames_of_device.sort(key=lambda frame: frame.t)
+        if limit is not None and len(frames_of_device) > limit:
+            latest[pk] = frames_of_device[-limit:]
     return latest

@@ -8,7 +8,9 @@ They take commands as the capture app does: odd-numbered phones over the device 
 even-numbered ones by long poll, so both delivery paths run (a phone whose socket cannot
 connect falls back to the long poll). They change lens and flip, keep the tally, capture
 real JPEG stills, which they upload before acknowledging, and publish synthetic video over
-WHIP while the server wants it (devices/simulator_video.py).
+WHIP while the server wants it (devices/simulator_video.py). All the while they stream the
+pose of one performer (a BVH take or the procedural dancer) as each sees it from its stand
+(devices/simulator_pose.py), stamped on their own clocks.
 
 Clocks: a phone knows only its own clock (`device_clock()`, the true time plus its offset).
 Every time it sends (`sent_at`, `returned_at`, `captured_at`, `done_at`) is on that clock, and
@@ -26,7 +28,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,13 @@ from devices import clock
 from devices.lenses import LensRefused, lens_plan
 from devices.simulator_camera import DEFAULT_STILL_SIZE, StillSpec, effective_hfov_deg
 from devices.simulator_link import RETRY_FIRST_S, RETRY_MAX_S, Capture, Command, PhoneLink
+from devices.simulator_pose import (
+    DEFAULT_POSE_FPS,
+    MAX_POSE_FPS,
+    MotionSource,
+    PoseStream,
+    ProceduralDancer,
+)
 from devices.simulator_video import DEFAULT_VIDEO_FPS, DEFAULT_VIDEO_SIZE, WhipPublisher
 
 logger = logging.getLogger("motionmix.simulator")
@@ -112,6 +121,15 @@ class VirtualIPhone:
     video_fps: int = DEFAULT_VIDEO_FPS
     video_codec: str | None = None  # "vp8" or "h264"; None lets the server choose
     publisher: WhipPublisher | None = None  # while the server wants this camera's video
+    # The performer this phone sees (devices/simulator_pose.py) and its pose stream's rate
+    # (0: no pose). What it sent: frames k are on the simulator's motion clock.
+    motion: MotionSource | None = None
+    pose_fps: int = DEFAULT_POSE_FPS
+    pose_batches_sent: int = 0
+    pose_frames_sent: int = 0
+    pose_frames_dropped: int = 0
+    pose_first_frame: int = -1
+    pose_last_frame: int = -1
 
     def __post_init__(self) -> None:
         self.name = f"Cam {self.index}"
@@ -284,7 +302,16 @@ class Simulator:
         video_size: tuple[int, int] = DEFAULT_VIDEO_SIZE,
         video_fps: int = DEFAULT_VIDEO_FPS,
         video_codec: str | None = None,
+        motion: MotionSource | Sequence[MotionSource] | None = None,
+        pose_fps: int = DEFAULT_POSE_FPS,
+        motion_start: float | None = None,
     ) -> None:
+        """`motion`: the performer every phone sees, or several given to the phones in turn
+        (phone 1 the first, phone 2 the second, ...); the procedural dancer by default.
+        `motion_start`: the true unix time at which the motion's clock reads 0, shared by all
+        phones (default: now). `pose_fps` 0 turns pose off."""
+        if not 0 <= pose_fps <= MAX_POSE_FPS:
+            raise ValueError(f"pose_fps {pose_fps}: give 0 (no pose) to {MAX_POSE_FPS}, e.g. 30")
         self.url = url.rstrip("/")
         self.socket_url = "ws" + self.url.removeprefix("http") + SOCKET_PATH
         self.code_source = code_source
@@ -301,6 +328,16 @@ class Simulator:
             )
             for i in range(count)
         ]
+        if motion is None:
+            motions: list[MotionSource] = [ProceduralDancer()]
+        elif isinstance(motion, Sequence):
+            motions = list(motion) or [ProceduralDancer()]
+        else:
+            motions = [motion]
+        for i, phone in enumerate(self.phones):
+            phone.motion = motions[i % len(motions)]
+            phone.pose_fps = pose_fps
+        self.motion_start = time.time() if motion_start is None else motion_start
         self.links = {phone.index: PhoneLink(self, phone) for phone in self.phones}
         self.stopping = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
@@ -400,6 +437,7 @@ class Simulator:
                 link.group = group
                 group.create_task(self._heartbeats(phone))
                 group.create_task(link.run())
+                group.create_task(PoseStream(self, phone).run())
         finally:
             link.group = None
 

@@ -21,6 +21,11 @@ What it does, over and over until the simulator stops:
    A 409 means someone decided first (the real operator in a browser, say) or it ran out: it is
    logged and the stand-in goes on.
 
+5. With `music` (or by calling `music_play`), it uploads a music track to the live session
+   (a file, or a generated 120 BPM click track when there is none) and plays it as an
+   operator would: play, a pause, a seek back, play to the end, and again, each step posted
+   as a cue (`/sessions/<id>/music/cue`) with the simulated player's position.
+
 Every decision is one log line. Connection errors and server restarts are retried with backoff;
 nothing the server answers stops the loop.
 """
@@ -30,17 +35,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import io
 import json
 import logging
+import mimetypes
 import random
 import re
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import av
 import httpx
+import numpy as np
 
 logger = logging.getLogger("motionmix.simulator.stand_in")
 
@@ -71,6 +81,16 @@ _ATTR = re.compile(r'\s(?P<name>[\w-]+)="(?P<value>[^"]*)"')
 _RATIONALE = re.compile(r'data-testid="ghost-rationale"[^>]*>(?P<text>.*?)</p>', re.DOTALL)
 _TARGET = re.compile(r'data-testid="ghost-target"[^>]*>(?P<name>.*?)</strong>', re.DOTALL)
 _CARD = re.compile(r"<article\b[^>]*>", re.DOTALL)
+
+
+_MUSIC_PANEL = re.compile(r'<section id="music-panel"(?P<attrs>[^>]*)>', re.DOTALL)
+_MUSIC_BPM = re.compile(r'data-testid="music-bpm"[^>]*>(?P<bpm>[\d.]+) BPM<', re.DOTALL)
+CLICK_BPM = 120.0
+CLICK_DURATION_S = 30.0
+CLICK_SAMPLE_RATE = 22050
+CLICK_NAME = "click-120bpm.wav"
+# Between two play-throughs of the music, and before the first play once it is uploaded.
+MUSIC_REST_S = 5.0
 
 
 class ScheduleError(ValueError):
@@ -250,6 +270,9 @@ class StandIn:
     list_every_s: float = LIST_EVERY_S
     session_name: str = SESSION_NAME
     transport: httpx.AsyncBaseTransport | None = None
+    # Upload a track to each live session and play it (see `music_play`).
+    music: bool = False
+    music_path: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.schedule:
@@ -273,6 +296,9 @@ class StandIn:
         self._client: httpx.AsyncClient | None = None
         self._live: SessionRow | None = None
         self._live_read_at: float | None = None
+        self.music_cues = 0
+        self._music_task: asyncio.Task[None] | None = None
+        self._music_session: str | None = None
 
     # --- Running --------------------------------------------------------------------------
 
@@ -323,6 +349,11 @@ class StandIn:
                         wait = min(wait, max(0.0, deadline - time.monotonic()))
                     await self.pause(wait)
             finally:
+                if self._music_task is not None:
+                    self._music_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await self._music_task
+                    self._music_task = None
                 self._client = None
 
     @property
@@ -341,6 +372,11 @@ class StandIn:
                 self._say_once("idle", "stand-in: no live session; waiting for one")
             return
         self._said.discard("idle")
+        if self.music and self._music_session != session.id:
+            self._music_session = session.id
+            if self._music_task is not None:
+                self._music_task.cancel()
+            self._music_task = asyncio.create_task(self._music_loop(session.id))
         proposal = await self._banner(session.id)
         if proposal is None or proposal.id in self._seen:
             return
@@ -557,6 +593,189 @@ class StandIn:
                 response.status_code,
                 detail,
             )
+
+    # --- Music ----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _session_client(self) -> AsyncIterator[None]:
+        """The running loop's client, or (when called on its own) a logged-in client of its own."""
+        if self._client is not None:
+            yield
+            return
+        async with httpx.AsyncClient(
+            base_url=self.url, timeout=30.0, transport=self.transport, follow_redirects=False
+        ) as client:
+            self._client = client
+            try:
+                await self._log_in()
+                yield
+            finally:
+                self._client = None
+                self._logged_in = False
+
+    async def music_upload(self, session_id: str, path: Path | None = None) -> MusicPanel:
+        """Upload `path` (or, with None, the generated click track) as the session's music.
+        Returns the panel the server answers; raises MusicRefused with the server's reason."""
+        if path is None:
+            name, data = CLICK_NAME, click_track()
+        else:
+            name, data = path.name, await asyncio.to_thread(path.read_bytes)
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        async with self._session_client():
+            response = await self.client.post(
+                f"/sessions/{session_id}/music/upload",
+                files={"file": (name, data, content_type)},
+                headers={"X-CSRFToken": self._csrf_token(), "HX-Request": "true"},
+            )
+            self._check(response)
+        if response.status_code != 201:
+            raise MusicRefused(response.status_code, _toast(response))
+        panel = parse_music_panel(response.text)
+        if panel is None or panel.track_id is None:
+            raise MusicRefused(response.status_code, "the answer holds no music panel")
+        logger.info(
+            "stand-in: uploaded %s (%.1f s) to session %s", name, panel.duration_s, session_id
+        )
+        return panel
+
+    async def music_cue(
+        self, session_id: str, track_id: str, action: str, position_s: float
+    ) -> None:
+        """Post one cue, as the page's player does."""
+        response = await self.client.post(
+            f"/sessions/{session_id}/music/cue",
+            json={
+                "track_id": track_id,
+                "action": action,
+                "position_s": round(position_s, 3),
+                "client_time": time.time(),
+            },
+            headers={"X-CSRFToken": self._csrf_token()},
+        )
+        self._check(response)
+        if response.status_code != 201:
+            try:
+                detail = str(response.json().get("detail", ""))
+            except ValueError:
+                detail = response.text[:200]
+            raise MusicRefused(response.status_code, detail)
+        self.music_cues += 1
+
+    async def music_play(
+        self, session_id: str, path: Path | None = None, *, times: int = 1
+    ) -> MusicPanel:
+        """Upload `path` (None: the generated 120 BPM click track) to the session and play it
+        `times` times through as an operator would, cueing each step: play from the start,
+        pause a little past a third, seek back a few seconds, play on to the end (`ended`).
+        The position is a simulated player's clock. Raises MusicRefused when the server
+        refuses (the session ended, the track was replaced)."""
+        async with self._session_client():
+            panel = await self.music_upload(session_id, path)
+            assert panel.track_id is not None
+            for _ in range(times):
+                await self._play_through(session_id, panel.track_id, panel.duration_s)
+                if self.stopping.is_set():
+                    break
+        return panel
+
+    async def _play_through(self, session_id: str, track_id: str, duration: float) -> None:
+        pause_at = duration * self.rng.uniform(0.3, 0.45)
+        resume_from = max(0.0, pause_at - self.rng.uniform(2.0, 5.0))
+        await self.music_cue(session_id, track_id, "play", 0.0)
+        await self.pause(pause_at)
+        if self.stopping.is_set():
+            return
+        await self.music_cue(session_id, track_id, "pause", pause_at)
+        await self.pause(self.rng.uniform(0.5, 2.0))
+        await self.music_cue(session_id, track_id, "seek", resume_from)
+        await self.music_cue(session_id, track_id, "play", resume_from)
+        await self.pause(duration - resume_from)
+        if self.stopping.is_set():
+            return
+        await self.music_cue(session_id, track_id, "ended", duration)
+
+    async def _music_loop(self, session_id: str) -> None:
+        """With `music`: the live session gets the track once, then it plays over and over
+        until the session ends or someone replaces it."""
+        try:
+            panel = await self.music_upload(session_id, self.music_path)
+            assert panel.track_id is not None
+            while not self.stopping.is_set():
+                await self.pause(MUSIC_REST_S)
+                await self._play_through(session_id, panel.track_id, panel.duration_s)
+        except MusicRefused as exc:
+            logger.info("stand-in: the music stops: %s", exc)
+        except (httpx.HTTPError, _LoggedOut, _Trouble) as exc:
+            logger.info("stand-in: the music stops: %s", _describe(exc))
+        except OSError as exc:
+            logger.warning("stand-in: cannot read the music %s: %s", self.music_path, exc)
+
+
+def click_track(
+    *,
+    bpm: float = CLICK_BPM,
+    duration_s: float = CLICK_DURATION_S,
+    sample_rate: int = CLICK_SAMPLE_RATE,
+) -> bytes:
+    """A metronome as a mono 16-bit WAV, encoded with PyAV in memory: a short decaying tone
+    on every beat, higher and louder on the first of each bar of four. The same arguments give
+    the same bytes, so `make run` needs no music file."""
+    count = int(duration_s * sample_rate)
+    signal = np.zeros(count, dtype=np.float64)
+    click = np.arange(int(0.03 * sample_rate)) / sample_rate
+    period = 60.0 / bpm
+    beat = 0
+    while (start := round(beat * period * sample_rate)) < count:
+        accent = beat % 4 == 0
+        tone = (0.8 if accent else 0.5) * np.sin(2 * np.pi * (1500.0 if accent else 1000.0) * click)
+        burst = tone * np.exp(-click / 0.008)
+        end = min(count, start + len(burst))
+        signal[start:end] += burst[: end - start]
+        beat += 1
+    pcm = (np.clip(signal, -1.0, 1.0) * 32767).astype(np.int16).reshape(1, -1)
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="wav") as container:
+        stream = container.add_stream("pcm_s16le", rate=sample_rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = sample_rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class MusicPanel:
+    """What the session's music panel says: the current track (None when there is none)."""
+
+    track_id: str | None
+    duration_s: float
+    analysis_state: str
+    bpm: float | None
+
+
+def parse_music_panel(fragment: str) -> MusicPanel | None:
+    """The music panel's facts, or None when the fragment holds no music panel."""
+    match = _MUSIC_PANEL.search(fragment)
+    if match is None:
+        return None
+    attrs = {a["name"]: html.unescape(a["value"]) for a in _ATTR.finditer(match["attrs"])}
+    bpm = _MUSIC_BPM.search(fragment)
+    return MusicPanel(
+        track_id=attrs.get("data-track-id") or None,
+        duration_s=float(attrs.get("data-duration-s") or 0.0),
+        analysis_state=attrs.get("data-analysis-state", ""),
+        bpm=float(bpm["bpm"]) if bpm else None,
+    )
+
+
+class MusicRefused(Exception):
+    """The server would not take the music or a cue; the message is its reason."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
 
 
 def _describe(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ from devices.broadcast import FLEET_GROUP, DevicesChanged, PairingChanged
 from director import fragments, session_fragments
 from director.hero.broadcast import HeroPreview
 from director.models import PhotoshootSession
+from director.music.broadcast import MusicChanged
 from director.shared_renders import shared_renders
 from director.stills.broadcast import StillsChanged
 from director.stills.fragments import strip_fragment
@@ -192,12 +193,14 @@ SESSION_PARTS: dict[str, set[str]] = {
 # The event log alone may wait this long to gather a burst (a capture-all is dozens of events).
 LOG_COALESCE_S = 0.25
 # The banner goes first, on its own: it is what the operator must act on.
-SEND_ORDER = ("banner", "head", "hero", "panel", "log")
+SEND_ORDER = ("banner", "head", "hero", "music", "panel", "log")
 
 
 def parts_for(event_type: str) -> set[str]:
     if event_type.startswith("ghost."):
         return {"banner", "panel"}
+    if event_type.startswith("music."):
+        return {"music"}
     return SESSION_PARTS.get(event_type, set())
 
 
@@ -254,6 +257,13 @@ class SessionConsumer(RegistryConsumer):
         self.fresh_after = max(self.fresh_after, event["committed_at"])
         if parts:
             self.urgent.set()
+        self.wake.set()
+
+    async def music_changed(self, event: MusicChanged) -> None:
+        # The beat analysis moved on (no ledger event): the music panel shows how far.
+        self.dirty.add("music")
+        self.fresh_after = max(self.fresh_after, event["committed_at"])
+        self.urgent.set()
         self.wake.set()
 
     async def _session_loop(self) -> None:

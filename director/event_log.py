@@ -95,6 +95,14 @@ def describe(event_type: str, payload: dict[str, Any], device: str, names: dict[
         case "still.captured":
             size_mb = payload["size_bytes"] / 1_000_000
             return f"Still from {device} ({size_mb:.1f} MB)"
+        case "music.uploaded":
+            return f"Music “{payload['original_name']}” uploaded ({by})"
+        case "music.analysed":
+            return f"Music beat found: {payload['bpm']:.1f} BPM, {payload['beats']} beats"
+        case "music.analysis_failed":
+            return f"Music beat analysis failed: {payload['error']}"
+        case "music.cue":
+            return f"Music {payload['action']} at {payload['position_s']:.1f} s ({by})"
         case "device.placed":
             if payload["azimuth_deg"] is None:
                 return f"{device} taken off the map"

@@ -39,7 +39,8 @@ class Flag:
 Spec = Number | Flag
 
 SCHEMAS: dict[str, dict[str, Spec]] = {
-    Kind.SWITCH_HERO: {},
+    # Facing says which way it found the subject facing, for the operator and the record.
+    Kind.SWITCH_HERO: {"facing_deg": Number(0, 360, "°", required=False)},
     Kind.CAPTURE_STILL: {},
     Kind.CAPTURE_ALL: {},
     Kind.SET_LENS: {"zoom": Number(0.1, 100)},

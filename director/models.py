@@ -222,3 +222,113 @@ class ServiceToken(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class MusicTrack(models.Model):
+    """The session's music track: the file exactly as uploaded, what PyAV found in it, and its
+    beat grid. A session has at most one current track; uploading again marks the old one
+    replaced (kept, with its file, because cues in the ledger name it). Only
+    `director/music/services.py` writes it."""
+
+    class AnalysisState(models.TextChoices):
+        PENDING = "pending", "Waiting to analyse"
+        ANALYSING = "analysing", "Analysing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(
+        PhotoshootSession, on_delete=models.PROTECT, related_name="music_tracks"
+    )
+    file = models.FileField(max_length=300)
+    original_name = models.CharField(max_length=255, help_text="The file name as uploaded.")
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField()
+    container = models.CharField(max_length=64, help_text="PyAV's format name, e.g. ogg.")
+    codec = models.CharField(max_length=64, help_text="The audio codec, e.g. vorbis.")
+    duration_s = models.FloatField(help_text="Decoded, not as the container claims.")
+    sample_rate = models.PositiveIntegerField()
+    channels = models.PositiveSmallIntegerField()
+    uploaded_by = models.CharField(max_length=150)
+    uploaded_at = models.DateTimeField()
+    replaced_at = models.DateTimeField(null=True, blank=True)
+    replaced_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    analysis_state = models.CharField(
+        max_length=16,
+        choices=AnalysisState.choices,
+        default=AnalysisState.PENDING,
+        db_index=True,
+    )
+    analysis_progress = models.FloatField(default=0.0, help_text="0 to 1 while analysing.")
+    analysis_error = models.TextField(blank=True)
+    analysis_attempts = models.PositiveSmallIntegerField(default=0)
+    analysis_started_at = models.DateTimeField(null=True, blank=True)
+    analysed_at = models.DateTimeField(null=True, blank=True)
+    bpm = models.FloatField(null=True, blank=True, help_text="From a fit of the beat grid.")
+    beats = models.JSONField(default=list, help_text="Beat times, seconds into the track.")
+    analysis = models.JSONField(
+        default=dict, help_text="How the grid was found: method, rates, library versions."
+    )
+
+    class Meta:
+        ordering = ["-uploaded_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session"],
+                condition=models.Q(replaced_at__isnull=True),
+                name="music_one_current_track_per_session",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.original_name
+
+    @property
+    def is_current(self) -> bool:
+        return self.replaced_at is None
+
+
+class SessionExport(models.Model):
+    """A session bundle zipped for download from the session's page. Written by a background
+    job with its progress; only `director/export/services.py` changes it."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Exporting"
+        DONE = "done", "Ready"
+        FAILED = "failed", "Failed"
+
+    OPEN_STATES = (State.QUEUED, State.RUNNING)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(PhotoshootSession, on_delete=models.CASCADE, related_name="exports")
+    requested_by = models.CharField(max_length=150)
+    requested_at = models.DateTimeField()
+    copy_stills = models.BooleanField(default=False)
+    state = models.CharField(
+        max_length=16, choices=State.choices, default=State.QUEUED, db_index=True
+    )
+    stage = models.CharField(max_length=120, blank=True)
+    progress = models.FloatField(default=0.0, help_text="0 to 1.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    # The job writes this as it goes; a running export that stops writing was interrupted.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    file = models.CharField(max_length=300, blank=True, help_text="Under MEDIA_ROOT.")
+    size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    summary = models.JSONField(default=dict, help_text="Files, events, pose frames, stills.")
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self) -> str:
+        return f"export of {self.session_id} ({self.state})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in self.OPEN_STATES

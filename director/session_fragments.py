@@ -15,16 +15,18 @@ from django.utils import timezone
 from director import cards, ghost_selectors
 from director.event_log import event_log
 from director.models import PhotoshootSession, Still
+from director.music import selectors as music_selectors
 from director.stills.fragments import strip_fragment
 from ledger.selectors import event_latest, ledger_status
 
-PARTS = ("head", "hero", "banner", "panel", "log")
+PARTS = ("head", "hero", "banner", "panel", "log", "music")
 TEMPLATES = {
     "head": "director/partials/session_head.html",
     "hero": "director/partials/hero_area.html",
     "banner": "director/partials/ghost_banner.html",
     "panel": "director/partials/ghost_panel.html",
     "log": "director/partials/event_log.html",
+    "music": "director/partials/music_panel.html",
 }
 
 
@@ -77,6 +79,8 @@ def part_context(session: PhotoshootSession, part: str) -> dict[str, Any]:
         context["crew_moves"] = ghost_selectors.crew_moves(session_id=session.pk)
     elif part == "log":
         context["lines"] = event_log(session_id=session.pk)
+    elif part == "music":
+        context.update(music_selectors.music_panel_context(session=session))
     return context
 
 

@@ -30,9 +30,12 @@ from devices.tasks import (
     devices_sweep_offline,
     pairing_code_refresh,
 )
+from director.export.services import EXPORTS_WANTED
+from director.music.jobs import ANALYSIS_WANTED, music_analysis_dispatch
 from director.tasks import (
     ghost_policies_tick,
     proposals_sweep_expired,
+    session_exports_sweep,
     sessions_publish_reconcile,
 )
 from ledger.broadcast import ledger_changed
@@ -48,6 +51,9 @@ class Job:
     task: Callable[[], object]
     # Runs at once when this is set (and clears it), without waiting out the interval.
     wanted: threading.Event | None = None
+    # Minutes of work (an export): run on a thread of its own, not the one thread every
+    # thread-sensitive sync call of the server (views included) shares.
+    long: bool = False
 
 
 class LedgerWatch:
@@ -81,6 +87,10 @@ SCHEDULE = [
     Job(5.0, pairing_code_refresh),
     Job(5.0, sessions_publish_reconcile),
     Job(10.0, device_clocks_fit),
+    # Hands music tracks to the analysis thread at once on upload; the interval catches any
+    # left waiting (a restart mid-analysis).
+    Job(30.0, music_analysis_dispatch, wanted=ANALYSIS_WANTED),
+    Job(30.0, session_exports_sweep, wanted=EXPORTS_WANTED, long=True),
     Job(5.0, ledger_watch.wake_sync, wanted=FLUSH_WANTED),
     Job(1.0, ledger_watch.push_if_changed),
 ]
@@ -91,7 +101,7 @@ async def _run_every(job: Job) -> None:
         if job.wanted is not None:
             job.wanted.clear()
         try:
-            await database_sync_to_async(job.task)()
+            await database_sync_to_async(job.task, thread_sensitive=not job.long)()
         except Exception:
             # One failing run (a locked database, Convex away) must not stop the next.
             logger.exception("periodic task %s failed", getattr(job.task, "name", job.task))

@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.urls import path
 
 from director import views, views_coverage, views_hero, views_session
+from director.export import views as export_views
+from director.music import views as music_views
 from director.stills import views as stills_views
 
 app_name = "director"
@@ -43,6 +45,29 @@ urlpatterns = [
         "sessions/<uuid:session_id>/whep/<str:viewer_id>",
         views_hero.session_whep_end,
         name="session_whep_end",
+    ),
+    path(
+        "sessions/<uuid:session_id>/export",
+        export_views.session_export,
+        name="session_export",
+    ),
+    path(
+        "exports/<uuid:export_id>/download",
+        export_views.export_download,
+        name="export_download",
+    ),
+    path("sessions/<uuid:session_id>/music/", music_views.music_panel, name="music_panel"),
+    path("sessions/<uuid:session_id>/music/upload", music_views.music_upload, name="music_upload"),
+    path("sessions/<uuid:session_id>/music/cue", music_views.music_cue, name="music_cue"),
+    path(
+        "sessions/<uuid:session_id>/music/<uuid:track_id>/file",
+        music_views.music_file,
+        name="music_file",
+    ),
+    path(
+        "sessions/<uuid:session_id>/music/<uuid:track_id>/retry",
+        music_views.music_analysis_retry,
+        name="music_analysis_retry",
     ),
     path("registry/", views.registry, name="registry"),
     path("registry/pairing/rotate", views.pairing_rotate, name="pairing_rotate"),

@@ -248,6 +248,53 @@ CATALOGUE: dict[str, EventType] = {
             "result",
         ),
         _type(
+            "music.uploaded",
+            "The operator uploaded the session's music track (it replaces any earlier one, "
+            "which is kept). Payload: track_id, original_name, sha256, size_bytes, container, "
+            "codec, duration_s (decoded), sample_rate, channels, replaced (the id of the track "
+            "it replaced, or null), by.",
+            "track_id",
+            "original_name",
+            "sha256",
+            "size_bytes",
+            "container",
+            "codec",
+            "duration_s",
+            "sample_rate",
+            "channels",
+            "replaced",
+            "by",
+        ),
+        _type(
+            "music.analysed",
+            "The beat grid of a music track was found. Payload: track_id, bpm (from a fit of "
+            "the beat times), beats (how many; the times are on the track), duration_s, "
+            "tempo_estimate_bpm (librosa's tempo bin).",
+            "track_id",
+            "bpm",
+            "beats",
+            "duration_s",
+        ),
+        _type(
+            "music.analysis_failed",
+            "The beat grid of a music track could not be found. Payload: track_id, error.",
+            "track_id",
+            "error",
+        ),
+        _type(
+            "music.cue",
+            "The operator played, paused or sought the music, or it reached its end. The "
+            "event's time is when the server received the cue. Payload: track_id, action "
+            "(play|pause|seek|ended), position_s (seconds into the track), server_time (unix s, "
+            "the same instant as the event's time), by, client_time (the browser's clock, unix "
+            "s, or null).",
+            "track_id",
+            "action",
+            "position_s",
+            "server_time",
+            "by",
+        ),
+        _type(
             "pairing.rotated",
             "The pairing code changed. Payload: reason (first|expired|operator). The code "
             "itself is never written to the ledger.",

@@ -34,8 +34,11 @@ app.conf.beat_schedule = {
     },
     # Every device's clock: offset and drift over its recent round trips.
     "device-clocks-fit": {"task": "devices.tasks.device_clocks_fit", "schedule": 10.0},
+    "session-exports-sweep": {"task": "director.tasks.session_exports_sweep", "schedule": 30.0},
     "pairing-code-refresh": {"task": "devices.tasks.pairing_code_refresh", "schedule": 5.0},
     "ledger-outbox-sweep": {"task": "ledger.tasks.outbox_flush_task", "schedule": 5.0},
+    # Music tracks whose beat analysis was queued but never ran (uploads queue it themselves).
+    "music-analysis-sweep": {"task": "director.tasks.music_analysis_sweep", "schedule": 30.0},
 }
 
 

@@ -258,6 +258,11 @@ MOTIONMIX_STILL_MAX_BYTES = int(os.environ.get("MOTIONMIX_STILL_MAX_BYTES", str(
 MOTIONMIX_STILL_NAME_TEMPLATE = os.environ.get(
     "MOTIONMIX_STILL_NAME_TEMPLATE", "{session}/{device}/{seq:04d}_{lens}.{ext}"
 )
+# Music: the largest track taken (413 above), and how long its beat analysis may run.
+MOTIONMIX_MUSIC_MAX_BYTES = int(os.environ.get("MOTIONMIX_MUSIC_MAX_BYTES", str(100 * 1024 * 1024)))
+MOTIONMIX_MUSIC_ANALYSIS_TIMEOUT_S = float(
+    os.environ.get("MOTIONMIX_MUSIC_ANALYSIS_TIMEOUT_S", "600")
+)
 # Ghost's policies run this often for each live session (Celery beat or the server's ticker).
 MOTIONMIX_GHOST_POLICY_INTERVAL_S = float(os.environ.get("MOTIONMIX_GHOST_POLICY_INTERVAL_S", "2"))
 # Coverage-gap: propose a move when the largest uncovered arc is wider than this.

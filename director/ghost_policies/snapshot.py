@@ -15,6 +15,7 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from devices.models import Device
+from devices.selectors import pose_latest
 from director import coverage
 from director.coverage_map import effective_hfov_deg
 from director.models import GhostProposal, PhotoshootSession, Still
@@ -23,6 +24,10 @@ from ledger.models import ProductionEvent
 UNHEALTHY_THERMAL = frozenset({Device.Thermal.SERIOUS.value, Device.Thermal.CRITICAL.value})
 # How far back the snapshot looks for proposals when no cooldown asks for more.
 DEFAULT_HISTORY_S = 300.0
+# Pose for the policies: what arrived in the last few seconds, at most a second at 30 fps per
+# camera (the facing policy averages them and drops frames older than its own limit).
+POSE_HISTORY_S = 5.0
+POSE_FRAMES_PER_CAMERA = 30
 
 
 @dataclass(frozen=True)
@@ -173,12 +178,13 @@ def _float_or_none(value: object) -> float | None:
 def session_snapshot(
     *, session_id: UUID, now: datetime | None = None, history_s: float = DEFAULT_HISTORY_S
 ) -> SessionSnapshot:
-    """Read one session for the policies (six queries, no writes). `history_s` is how far back
+    """Read one session for the policies (seven queries, no writes). `history_s` is how far back
     decided proposals are kept for cooldowns; pending and accepted (not yet carried out) ones
     are always kept."""
     now = now or timezone.now()
     session = PhotoshootSession.objects.get(pk=session_id)
-    cameras = tuple(camera_state(d) for d in session.devices.order_by("name", "registered_at"))
+    devices = list(session.devices.order_by("name", "registered_at"))
+    cameras = tuple(camera_state(d) for d in devices)
     switched_at = (
         ProductionEvent.objects.filter(stream=str(session.pk), type="hero.switched")
         .order_by("-seq")
@@ -200,9 +206,33 @@ def session_snapshot(
         last_still_at=last_still_at,
         gaps=coverage_gaps(cameras),
         proposals=_recent_proposals(session.pk, now - timedelta(seconds=history_s)),
-        # Pose frames are not stored yet: the session-capture issue fills this mapping.
-        pose={},
+        pose=session_pose(devices, now=now),
     )
+
+
+def session_pose(devices: Iterable[Device], *, now: datetime) -> dict[UUID, tuple[PoseFrame, ...]]:
+    """Each camera's newest pose frames (one query), their device times mapped to the server's
+    clock with the camera's offset now: the fitted offset and drift, else its best round trip;
+    a camera with no estimate yet keeps its own clock (good enough for a few seconds' age)."""
+    by_id = {device.pk: device for device in devices}
+    latest = pose_latest(
+        device_ids=list(by_id), since_s=POSE_HISTORY_S, limit=POSE_FRAMES_PER_CAMERA
+    )
+    pose: dict[UUID, tuple[PoseFrame, ...]] = {}
+    for device_id, samples in latest.items():
+        if not samples:
+            continue
+        offset = by_id[device_id].clock_offset_now(now) or 0.0
+        pose[device_id] = tuple(
+            PoseFrame(
+                device_id=device_id,
+                t=sample.t - offset,
+                format=sample.format,
+                keypoints=tuple(sample.keypoints),
+            )
+            for sample in samples
+        )
+    return pose
 
 
 def _recent_proposals(session_id: UUID, since: datetime) -> tuple[ProposalRecord, ...]:

@@ -572,14 +572,15 @@ def test_pose_latest_returns_each_devices_recent_frames_sorted_by_device_time() 
     latest = selectors.pose_latest(device_ids=[cam1, cam2, idle], since_s=3)
 
     assert set(latest) == {cam1, cam2, idle}
-    assert [t for t, _ in latest[cam1]] == [
+    assert [frame.t for frame in latest[cam1]] == [
         T0 + 10,
         round(T0 + 10 + 1 / 30, 6),
         T0 + 20,
         round(T0 + 20 + 1 / 30, 6),
     ]
-    t, points = latest[cam2][0]
+    t, format, points = latest[cam2][0]
     assert t == T0 + 5
+    assert format == "vision19"
     assert len(points) == 19
     assert points[1] == (0.11, 0.22, 0.9)
     assert latest[idle] == []
@@ -591,3 +592,15 @@ def test_pose_latest_leaves_out_devices_not_asked_for() -> None:
         services.pose_batch_ingest(device_id=cam, format="coco17", frames=frames(2))
 
     assert set(selectors.pose_latest(device_ids=[cam2], since_s=10)) == {cam2}
+
+
+def test_pose_latest_keeps_only_each_devices_newest_frames_when_limited() -> None:
+    cam = register_device("limited").device.pk
+    services.pose_batch_ingest(device_id=cam, format="coco17", frames=frames(5, start=T0))
+
+    latest = selectors.pose_latest(device_ids=[cam], since_s=10, limit=2)
+
+    assert [frame.t for frame in latest[cam]] == [
+        round(T0 + 3 / 30, 6),
+        round(T0 + 4 / 30, 6),
+    ]

@@ -7,6 +7,7 @@ import gzip
 import json
 import logging
 import math
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from django.utils import timezone
 from devices import services as device_services
 from devices.models import Device
 from director import coverage, ghost, services
+from director.ghost_payloads import validate_payload
 from director.ghost_policies import runner
 from director.ghost_policies.facing import (
     UnsupportedPoseFormat,
@@ -405,6 +407,8 @@ def test_facing_proposes_the_camera_the_subject_faces_as_hero(fmt: str) -> None:
     assert [(i.kind, i.target_ids) for i in ideas] == [("switch_hero", (b.id,))]
     assert ideas[0].rationale.startswith("The subject faces Cam B (about ")
     assert 0.5 < ideas[0].confidence <= 1
+    # What it proposes passes the proposal contract as it is (the runner validates it).
+    assert validate_payload(ideas[0].kind, ideas[0].payload) == ideas[0].payload
 
 
 def test_facing_is_quiet_when_the_hero_is_the_camera_faced() -> None:
@@ -543,7 +547,7 @@ def test_the_snapshot_reads_devices_hero_time_stills_coverage_and_proposals(
     device_services.device_place(device_id=b.pk, azimuth_deg=120)
     session = _live(operator, a, b, c)
 
-    with django_assert_max_num_queries(7):
+    with django_assert_max_num_queries(8):
         shot = session_snapshot(session_id=session.pk)
 
     assert (shot.status, shot.ghost_mode, shot.hero_id) == ("live", "supervised", a.pk)
@@ -870,3 +874,33 @@ def test_thresholds_follow_the_settings(settings: Any) -> None:
     settings.MOTIONMIX_GHOST_HERO_STALE_S = 10.0
     a, b = cam("Cam A", 0), cam("Cam B", 180)
     assert len(HeroStalenessPolicy().propose(snap(a, b, hero=a, on_air_s=12))) == 1
+
+
+@pytest.mark.django_db
+def test_the_snapshot_carries_each_cameras_latest_pose_on_the_servers_clock(
+    operator: Any,
+) -> None:
+    from devices.models import Device
+    from devices.services.pose import pose_batch_ingest
+
+    a = register_device("pose-a", name="Cam A").device
+    b = register_device("pose-b", name="Cam B").device
+    session = _live(operator, a, b)
+    # Cam A's clock runs 2.5 s ahead of the server's; its frames say so.
+    Device.objects.filter(pk=a.pk).update(clock_offset_s=2.5)
+    now = time.time()
+    points = [[0.5, 0.5, 0.9]] * 17
+    pose_batch_ingest(
+        device_id=a.pk,
+        format="coco17",
+        frames=[{"t": now + 2.5 - (40 - i) / 30, "keypoints": points} for i in range(40)],
+    )
+
+    shot = session_snapshot(session_id=session.pk)
+
+    assert set(shot.pose) == {a.pk}
+    frames = shot.pose[a.pk]
+    assert len(frames) == 30  # the newest second at 30 fps
+    assert frames[-1].t == pytest.approx(now - 1 / 30, abs=0.001)
+    assert all(f.format == "coco17" and len(f.keypoints) == 17 for f in frames)
+    assert [f.t for f in frames] == sorted(f.t for f in frames)

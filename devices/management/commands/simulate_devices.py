@@ -22,6 +22,7 @@ from devices.simulator_operator import (
     parse_delay,
     parse_schedule,
 )
+from devices.simulator_pose import DEFAULT_POSE_FPS, MAX_POSE_FPS, load_motions
 from devices.simulator_video import (
     DEFAULT_VIDEO_FPS,
     DEFAULT_VIDEO_SIZE,
@@ -70,6 +71,31 @@ class Command(BaseCommand):
             help="Offer only this codec. Default: offer both and let the server choose.",
         )
         parser.add_argument(
+            "--motion",
+            metavar="BVH",
+            action="append",
+            default=[],
+            help="The performer the phones stream the pose of: a BVH file (in metres, Y up). "
+            "Give it more than once to hand the takes to the phones in turn (phone 1 the first, "
+            "phone 2 the second, ...). Default: a built-in procedural salsa dancer.",
+        )
+        parser.add_argument(
+            "--music",
+            metavar="FILE",
+            nargs="?",
+            const="",
+            default=None,
+            help="With --stand-in: the stand-in uploads a music track to each live session and "
+            "plays it (play, pause, seek cues on the record). FILE is any audio PyAV decodes; "
+            "without FILE, a built-in 120 BPM click track.",
+        )
+        parser.add_argument(
+            "--pose-fps",
+            type=int,
+            default=DEFAULT_POSE_FPS,
+            help=f"Pose frames a second each phone streams, 1 to {MAX_POSE_FPS}; 0 turns pose off.",
+        )
+        parser.add_argument(
             "--stand-in",
             metavar="FILE",
             default="",
@@ -109,6 +135,15 @@ class Command(BaseCommand):
         video_fps: int = options["video_fps"]
         if not 1 <= video_fps <= 60:
             raise CommandError(f"--video-fps {video_fps}: give a frame rate from 1 to 60, e.g. 30.")
+        pose_fps: int = options["pose_fps"]
+        if not 0 <= pose_fps <= MAX_POSE_FPS:
+            raise CommandError(
+                f"--pose-fps {pose_fps}: give a rate from 1 to {MAX_POSE_FPS}, or 0 for no pose."
+            )
+        try:
+            motions = load_motions(options["motion"]) if pose_fps else []
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"--motion: {exc}") from None
         stand_in = self._stand_in(options)
 
         async def code_source() -> str:
@@ -126,6 +161,8 @@ class Command(BaseCommand):
             video_size=video_size,
             video_fps=video_fps,
             video_codec=options["video_codec"],
+            motion=motions,
+            pose_fps=pose_fps,
         )
 
         async def main() -> None:
@@ -147,6 +184,9 @@ class Command(BaseCommand):
                     await asyncio.wait_for(operator, timeout=STAND_IN_STOP_S)
 
         self.stdout.write(f"Simulating {options['count']} iPhones against {options['url']}")
+        if pose_fps:
+            performers = ", ".join(motion.name for motion in motions)
+            self.stdout.write(f"Pose: {pose_fps} fps of {performers}")
         if stand_in is not None:
             self.stdout.write(
                 f"Stand-in operator {stand_in.credentials.username!r} follows the schedule "
@@ -158,9 +198,10 @@ class Command(BaseCommand):
         commands = sum(p.commands_done for p in phones)
         stills = sum(p.stills_uploaded for p in phones)
         errors = sum(p.errors for p in phones)
+        pose = sum(p.pose_frames_sent for p in phones)
         self.stdout.write(
             f"Stopped: {beats} heartbeats, {commands} commands done, {stills} stills uploaded, "
-            f"{errors} errors."
+            f"{pose} pose frames sent, {errors} errors."
         )
         if stand_in is not None:
             self.stdout.write(
@@ -175,6 +216,8 @@ class Command(BaseCommand):
         logging.getLogger("motionmix.simulator.stand_in").setLevel(
             logging.INFO if options["verbosity"] > 0 else logging.WARNING
         )
+        if options["music"] and not Path(options["music"]).is_file():
+            raise CommandError(f"--music {options['music']}: no such file.")
         try:
             schedule = parse_schedule(options["stand_in_schedule"])
             delay_s = parse_delay(options["stand_in_delay"])
@@ -189,4 +232,6 @@ class Command(BaseCommand):
             expected_cameras=options["count"],
             delay_s=delay_s,
             seed=options["seed"],
+            music=options["music"] is not None,
+            music_path=Path(options["music"]) if options["music"] else None,
         )

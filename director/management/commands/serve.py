@@ -77,6 +77,29 @@ class Command(BaseCommand):
             help="With --simulate: the simulated cameras' frame rate.",
         )
         parser.add_argument(
+            "--motion",
+            metavar="BVH",
+            action="append",
+            default=[],
+            help="With --simulate: a BVH take whose pose the cameras stream (more than once: "
+            "one per camera in turn). Default: a procedural salsa dancer.",
+        )
+        parser.add_argument(
+            "--music",
+            metavar="FILE",
+            nargs="?",
+            const="",
+            default=None,
+            help="With --stand-in: the stand-in uploads a music track to its session and plays "
+            "it (FILE, or a built-in click track without one).",
+        )
+        parser.add_argument(
+            "--pose-fps",
+            type=int,
+            default=30,
+            help="With --simulate: pose frames a second per camera; 0 turns pose off.",
+        )
+        parser.add_argument(
             "--stand-in",
             action="store_true",
             help="With --simulate: a simulated stand-in operator (login `stand-in`) starts a "
@@ -125,6 +148,12 @@ class Command(BaseCommand):
 
             demo_stand_in_ensure()
             stand_in_args = ["--stand-in", str(stand_in_login_file()), "--stand-in-start-session"]
+
+        # Checked by the simulator, which stops with the reason if a file will not do.
+        motion_args = [arg for path in options["motion"] for arg in ("--motion", path)]
+        if options["music"] is not None and stand_in_args:
+            music = options["music"]
+            stand_in_args += ["--music", str(Path(music).resolve())] if music else ["--music"]
 
         bridge = None
         ledger_line = f"Convex at {settings.CONVEX_URL}" if settings.CONVEX_URL else ""
@@ -207,6 +236,9 @@ class Command(BaseCommand):
                             options["video_size"],
                             "--video-fps",
                             str(options["video_fps"]),
+                            "--pose-fps",
+                            str(options["pose_fps"]),
+                            *motion_args,
                             *stand_in_args,
                         ]
                     )
@@ -224,6 +256,16 @@ class Command(BaseCommand):
                 lines.append(
                     "  Ghost:  a simulated stand-in operator starts a “Demo shoot” and accepts or "
                     "vetoes Ghost's proposals (as `stand-in`); turn it off with STANDIN=0."
+                )
+                if "--music" in stand_in_args:
+                    lines.append(
+                        "  Music:  the stand-in uploads a track to the session and plays it "
+                        "(cues on the record); MUSIC=0 turns it off."
+                    )
+            if simulate:
+                lines.append(
+                    "  Export: python manage.py export_session <session id> <dir>, or Export "
+                    "bundle on the session's page."
                 )
             elif options["stand_in"]:
                 lines.append("  Ghost:  --stand-in needs --simulate; no stand-in operator runs.")
