@@ -55,7 +55,8 @@ def record(minutes: float, *, name: str, seed: int) -> str:
     from devices import services as device_services
     from devices.models import ClockSample
     from devices.services.pose import pose_batch_ingest
-    from devices.simulator_pose import PinholeCamera, ProceduralDancer
+    from devices.simulator_motion import ProceduralDancer
+    from devices.simulator_pose import PinholeCamera
     from director import services
     from director.models import PhotoshootSession
 

@@ -10,7 +10,7 @@ connect falls back to the long poll). They change lens and flip, keep the tally,
 real JPEG stills, which they upload before acknowledging, and publish synthetic video over
 WHIP while the server wants it (devices/simulator_video.py). All the while they stream the
 pose of one performer (a BVH take or the procedural dancer) as each sees it from its stand
-(devices/simulator_pose.py), stamped on their own clocks.
+(devices/simulator_motion.py, devices/simulator_pose.py), stamped on their own clocks.
 
 Clocks: a phone knows only its own clock (`device_clock()`, the true time plus its offset).
 Every time it sends (`sent_at`, `returned_at`, `captured_at`, `done_at`) is on that clock, and
@@ -38,13 +38,8 @@ from devices import clock
 from devices.lenses import LensRefused, lens_plan
 from devices.simulator_camera import DEFAULT_STILL_SIZE, StillSpec, effective_hfov_deg
 from devices.simulator_link import RETRY_FIRST_S, RETRY_MAX_S, Capture, Command, PhoneLink
-from devices.simulator_pose import (
-    DEFAULT_POSE_FPS,
-    MAX_POSE_FPS,
-    MotionSource,
-    PoseStream,
-    ProceduralDancer,
-)
+from devices.simulator_motion import MotionSource, ProceduralDancer
+from devices.simulator_pose import DEFAULT_POSE_FPS, MAX_POSE_FPS, PoseStream
 from devices.simulator_video import DEFAULT_VIDEO_FPS, DEFAULT_VIDEO_SIZE, WhipPublisher
 
 logger = logging.getLogger("motionmix.simulator")

@@ -18,24 +18,24 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from django.core.files.storage import default_storage
 from django.db.models import Q
 
-from devices import clock
-from devices.models import ClockSample, Device, DeviceCommand, PoseBatch
-from director.export.clockmap import MARGIN_S, ClockMap
-from director.export.pose import BatchRow, PoseStats, write_pose
+from devices.models import Device, PoseBatch
+from director.export import reads
+from director.export.clockmap import ClockMap
+from director.export.pose import PoseStats, write_pose
+from director.export.reads import FORMAT, FORMAT_VERSION
 from director.models import PhotoshootSession, Still
 from director.music.selectors import session_music
 from ledger.models import ProductionEvent
 
-FORMAT = "motionmix.session-bundle"
-FORMAT_VERSION = 1
+__all__ = ["FORMAT", "FORMAT_VERSION", "ExportRefused", "ExportResult", "export_session"]
+
 CHECKSUMS = "checksums.sha256"
 CUES = "cues.ndjson"
 
@@ -59,237 +59,6 @@ class ExportResult:
         return sum(size for _, _, size in self.files)
 
 
-def dumps(value: object) -> str:
-    """The bundle's JSON: sorted keys, no spaces, UTF-8 as is (one spelling for one value)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _unix(at: datetime | None) -> float | None:
-    return None if at is None else round(at.timestamp(), 6)
-
-
-def _iso(at: datetime | None) -> str | None:
-    return None if at is None else at.isoformat()
-
-
-def _str(value: UUID | None) -> str | None:
-    return None if value is None else str(value)
-
-
-# --- Reads ----------------------------------------------------------------------------------
-
-
-def _span(session: PhotoshootSession) -> tuple[float, float]:
-    """The session's span on the server's clock. A live session ends, for now, at the latest
-    thing recorded for it (so exporting it twice without new data gives the same bytes)."""
-    assert session.started_at is not None
-    start = session.started_at.timestamp()
-    if session.ended_at is not None:
-        return start, session.ended_at.timestamp()
-    latest = [
-        ProductionEvent.objects.filter(stream=str(session.pk))
-        .order_by("-seq")
-        .values_list("occurred_at", flat=True)
-        .first(),
-        PoseBatch.objects.filter(session_id=session.pk)
-        .order_by("-received_at")
-        .values_list("received_at", flat=True)
-        .first(),
-    ]
-    return start, max([start] + [at.timestamp() for at in latest if at is not None])
-
-
-def _device_ids(session: PhotoshootSession) -> list[UUID]:
-    ids: set[UUID] = set(session.devices.values_list("pk", flat=True))
-    ids.update(PoseBatch.objects.filter(session_id=session.pk).values_list("device_id", flat=True))
-    ids.update(Still.objects.filter(session_id=session.pk).values_list("device_id", flat=True))
-    ids.update(
-        ProductionEvent.objects.filter(stream=str(session.pk), device_id__isnull=False)
-        .values_list("device_id", flat=True)
-        .distinct()
-    )
-    return sorted(ids, key=str)
-
-
-def _placements(device_id: UUID, start: float, end: float) -> list[dict[str, object]]:
-    """Where the camera stood: its last placement before the session, then every change."""
-    rows = (
-        ProductionEvent.objects.filter(device_id=device_id, type="device.placed")
-        .order_by("occurred_at", "stream", "seq")
-        .values_list("occurred_at", "payload")
-    )
-    before: dict[str, object] | None = None
-    during: list[dict[str, object]] = []
-    for at, payload in rows:
-        entry = {
-            "at": _iso(at),
-            "at_unix": _unix(at),
-            "azimuth_deg": payload.get("azimuth_deg"),
-            "distance_m": payload.get("distance_m"),
-            "height_m": payload.get("height_m"),
-            "source": payload.get("source"),
-        }
-        ts = at.timestamp()
-        if ts < start:
-            before = entry
-        elif ts <= end:
-            during.append(entry)
-    return ([before] if before else []) + during
-
-
-def _lens_history(device_id: UUID, start: float, end: float) -> list[dict[str, object]]:
-    """The lens and flip changes the camera carried out: the last of each before the session,
-    then every one during it (done commands; the time is when the server had its answer)."""
-    rows = (
-        DeviceCommand.objects.filter(
-            device_id=device_id,
-            type__in=(DeviceCommand.Type.SET_LENS, DeviceCommand.Type.SET_FLIP),
-            state=DeviceCommand.State.DONE,
-            finished_at__isnull=False,
-        )
-        .order_by("finished_at", "id")
-        .values_list("id", "type", "args", "finished_at")
-    )
-    before: dict[str, dict[str, object]] = {}
-    during: list[dict[str, object]] = []
-    for pk, type_, args, at in rows:
-        entry = {
-            "at": _iso(at),
-            "at_unix": _unix(at),
-            "command": type_,
-            "command_id": str(pk),
-            "args": args,
-        }
-        ts = at.timestamp()
-        if ts < start:
-            before[type_] = entry
-        elif ts <= end:
-            during.append(entry)
-    return sorted(before.values(), key=lambda e: str(e["at"])) + during
-
-
-def _clock_samples(device_id: UUID, start: float, end: float) -> list[clock.Sample]:
-    rows = (
-        ClockSample.objects.filter(
-            device_id=device_id,
-            server_time__gte=start - MARGIN_S,
-            server_time__lte=end + MARGIN_S,
-        )
-        .order_by("server_time", "id")
-        .values_list("sent_at", "received_at", "server_time", "returned_at")
-    )
-    return [clock.Sample(*row) for row in rows]
-
-
-def _pose_batches(
-    session: PhotoshootSession, device_id: UUID, clock_map: ClockMap, span: tuple[float, float]
-) -> Iterator[BatchRow]:
-    """The batches recorded for the session, and those the device sent with no live session
-    (late ones, after the stop) whose frames may fall inside its span: by first frame time."""
-    device_start = span[0] + clock_map.segment_for(span[0]).offset_s - MARGIN_S
-    device_end = span[1] + clock_map.segment_for(span[1]).offset_s + MARGIN_S
-    rows = (
-        PoseBatch.objects.filter(device_id=device_id)
-        .filter(
-            Q(session_id=session.pk)
-            | Q(session_id__isnull=True, last_t__gte=device_start, first_t__lte=device_end)
-        )
-        .order_by("first_t", "received_at", "id")
-        .values_list("id", "session_id", "format", "first_t", "received_at", "frames")
-    )
-    for pk, session_id, format, first_t, received_at, frames in rows.iterator(chunk_size=200):
-        yield BatchRow(
-            received_rank=(received_at.timestamp(), pk),
-            format=format,
-            first_t=first_t,
-            frames_json=frames,
-            session_match=session_id == session.pk,
-        )
-
-
-def _session_json_base(session: PhotoshootSession, span: tuple[float, float]) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "clock": "server",
-        "session": {
-            "id": str(session.pk),
-            "name": session.name,
-            "notes": session.notes,
-            "status": session.status,
-            "operator": session.operator.get_username(),
-            "ghost_mode": session.ghost_mode,
-            "created_at": _iso(session.created_at),
-            "started_at": _iso(session.started_at),
-            "ended_at": _iso(session.ended_at),
-            "span": {"start": round(span[0], 6), "end": round(span[1], 6)},
-        },
-    }
-
-
-def _device_json(device: Device) -> dict[str, Any]:
-    return {
-        "id": str(device.pk),
-        "name": device.name,
-        "kind": device.kind,
-        "model": device.model,
-        "os_version": device.os_version,
-        "app_version": device.app_version,
-        "lenses": device.lenses,
-    }
-
-
-def _event_line(event: ProductionEvent) -> str:
-    return dumps(
-        {
-            "seq": event.seq,
-            "event_id": str(event.event_id),
-            "type": event.type,
-            "occurred_at": _iso(event.occurred_at),
-            "occurred_at_unix": _unix(event.occurred_at),
-            "device_id": _str(event.device_id),
-            "payload": event.payload,
-        }
-    )
-
-
-def _still_name(still: Still) -> str:
-    suffix = PurePosixPath(still.file.name).suffix.lower() or ".bin"
-    return f"stills/{still.device_id}/{still.seq:05d}-{still.sha256[:12]}{suffix}"
-
-
-def _still_line(still: Still, copied: str | None) -> str:
-    return dumps(
-        {
-            "id": str(still.pk),
-            "device_id": str(still.device_id),
-            "seq": still.seq,
-            "sha256": still.sha256,
-            "content_type": still.content_type,
-            "size_bytes": still.size_bytes,
-            "width": still.width,
-            "height": still.height,
-            "captured_at_device": still.captured_at_device,
-            "captured_at": _iso(still.captured_at),
-            "captured_at_unix": _unix(still.captured_at),
-            "clock_offset_s": still.clock_offset_s,
-            "lens": still.lens,
-            "zoom": still.zoom,
-            "flip": {"horizontal": still.flip_horizontal, "vertical": still.flip_vertical},
-            "orientation": still.orientation,
-            "placement": {
-                "azimuth_deg": still.azimuth_deg,
-                "distance_m": still.distance_m,
-                "height_m": still.height_m,
-            },
-            "command_id": _str(still.command_id),
-            "batch": _str(still.batch),
-            "source": still.file.name,
-            "file": copied,
-        }
-    )
-
-
 def _write_audio(writer: _Writer, session: PhotoshootSession) -> dict[str, Any] | None:
     """Each track the session used, byte for byte, and every cue; None without music."""
     music = session_music(session.pk)
@@ -309,7 +78,7 @@ def _write_audio(writer: _Writer, session: PhotoshootSession) -> dict[str, Any] 
                 f"Music track {track.original_name!r} no longer matches its sha256."
             )
         tracks.append({**track.as_json(), "file": name})
-    count = writer.lines(f"audio/{CUES}", (dumps(cue.as_json()) for cue in music.cues))
+    count = writer.lines(f"audio/{CUES}", (reads.dumps(cue.as_json()) for cue in music.cues))
     return {"tracks": tracks, "cues": {"file": f"audio/{CUES}", "count": count}}
 
 
@@ -406,17 +175,17 @@ def _write(
 ) -> ExportResult:
     writer = _Writer(root, progress)
     result = ExportResult(path=root)
-    span = _span(session)
+    span = reads.span(session)
     start, end = span
-    document = _session_json_base(session, span)
+    document = reads.session_json_base(session, span)
 
     writer.say("events", 0.0)
     events = ProductionEvent.objects.filter(stream=str(session.pk)).order_by("seq")
     result.events = writer.lines(
-        "events.ndjson", (_event_line(e) for e in events.iterator(chunk_size=500))
+        "events.ndjson", (reads.event_line(e) for e in events.iterator(chunk_size=500))
     )
 
-    device_ids = _device_ids(session)
+    device_ids = reads.device_ids(session)
     devices = {d.pk: d for d in Device.objects.filter(pk__in=device_ids)}
     members = set(session.devices.values_list("pk", flat=True))
     batch_counts = {
@@ -430,7 +199,7 @@ def _write(
         device_ids, key=lambda i: (devices[i].name, str(i)) if i in devices else ("", str(i))
     ):
         device = devices.get(pk)
-        samples = _clock_samples(pk, start, end)
+        samples = reads.clock_samples(pk, start, end)
         clock_map = ClockMap.build(
             samples,
             start=start,
@@ -444,18 +213,20 @@ def _write(
         pose_name = f"pose/{pk}.ndjson"
         with writer.path(pose_name).open("w", encoding="utf-8", newline="\n") as out:
             stats: PoseStats = write_pose(
-                out, _pose_batches(session, pk, clock_map, span), clock_map, span=span
+                out, reads.pose_batches(session, pk, clock_map, span), clock_map, span=span
             )
         done_batches += batch_counts[pk]
         if stats.frames == 0:
             (root / pose_name).unlink()
         result.pose_frames += stats.frames
-        entry = _device_json(device) if device is not None else {"id": str(pk), "deleted": True}
+        entry = (
+            reads.device_json(device) if device is not None else {"id": str(pk), "deleted": True}
+        )
         entry.update(
             {
                 "member": pk in members,
-                "placements": _placements(pk, start, end),
-                "lens_history": _lens_history(pk, start, end),
+                "placements": reads.placements(pk, start, end),
+                "lens_history": reads.lens_history(pk, start, end),
                 "clock": {
                     "samples": [
                         {
@@ -483,7 +254,7 @@ def _write(
     for still in stills:
         copied = None
         if copy_stills:
-            copied = _still_name(still)
+            copied = reads.still_name(still)
             with (
                 default_storage.open(still.file.name, "rb") as source,
                 writer.path(copied).open("wb") as target,
@@ -491,7 +262,7 @@ def _write(
                 shutil.copyfileobj(source, target)
             if _sha256(root / copied) != still.sha256:
                 raise ExportRefused(f"Still {still.pk}'s file no longer matches its sha256.")
-        still_lines.append(_still_line(still, copied))
+        still_lines.append(reads.still_line(still, copied))
     result.stills = writer.lines("stills.ndjson", iter(still_lines))
     document["stills"] = {"file": "stills.ndjson", "count": result.stills, "copied": copy_stills}
     document["events"] = {"file": "events.ndjson", "count": result.events}
@@ -501,7 +272,8 @@ def _write(
 
     writer.say("checksums", 0.95)
     writer.text(
-        "session.json", json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+        "session.json",
+        json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n",
     )
     result.files = _checksums(root)
     writer.text(CHECKSUMS, "".join(f"{sha}  {name}\n" for name, sha, _ in result.files))

@@ -15,13 +15,11 @@ import numpy as np
 import pytest
 
 from devices.simulator import Simulator, VirtualIPhone
+from devices.simulator_motion import COCO17_NAMES, BvhMotion, ProceduralDancer
 from devices.simulator_pose import (
-    COCO17_NAMES,
     POSE_BACKLOG_S,
-    BvhMotion,
     PinholeCamera,
     PoseStream,
-    ProceduralDancer,
     phone_camera,
     pose_frames,
 )

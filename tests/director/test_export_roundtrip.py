@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from devices.simulator import Simulator
-from devices.simulator_pose import BvhMotion, phone_camera
+from devices.simulator_motion import BvhMotion
+from devices.simulator_pose import phone_camera
 from tests.support.server import RunningServer
 
 SALSA = Path(__file__).resolve().parents[3] / "shared" / "data" / "motion" / "cmu-salsa"

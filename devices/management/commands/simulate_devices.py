@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from devices.services import pairing_code_get_or_rotate
 from devices.simulator import Simulator
 from devices.simulator_camera import DEFAULT_STILL_SIZE, parse_still_size
+from devices.simulator_motion import load_motions
 from devices.simulator_operator import (
     DEFAULT_DELAY_S,
     DEFAULT_SCHEDULE,
@@ -22,7 +23,7 @@ from devices.simulator_operator import (
     parse_delay,
     parse_schedule,
 )
-from devices.simulator_pose import DEFAULT_POSE_FPS, MAX_POSE_FPS, load_motions
+from devices.simulator_pose import DEFAULT_POSE_FPS, MAX_POSE_FPS
 from devices.simulator_video import (
     DEFAULT_VIDEO_FPS,
     DEFAULT_VIDEO_SIZE,
