@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from devices.bvh import Bvh, BvhError, load_bvh, parse_bvh
+from tests.support.shared_data import SHARED_DATA
 
-MOTION_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "motion" / "cmu-salsa"
+MOTION_DIR = SHARED_DATA / "motion" / "cmu-salsa"
 TAKES = ["60_10_scaled.bvh", "61_10_scaled.bvh"]
 
 

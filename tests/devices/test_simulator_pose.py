@@ -7,7 +7,6 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,8 +23,9 @@ from devices.simulator_pose import (
     pose_frames,
 )
 from tests.support.server import RunningServer, running_server
+from tests.support.shared_data import SHARED_DATA
 
-MOTION_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "motion" / "cmu-salsa"
+MOTION_DIR = SHARED_DATA / "motion" / "cmu-salsa"
 LEAD, FOLLOW = MOTION_DIR / "60_10_scaled.bvh", MOTION_DIR / "61_10_scaled.bvh"
 KP = {name: i for i, name in enumerate(COCO17_NAMES)}
 BONES = [

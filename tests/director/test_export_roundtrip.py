@@ -17,8 +17,9 @@ from devices.simulator import Simulator
 from devices.simulator_motion import BvhMotion
 from devices.simulator_pose import phone_camera
 from tests.support.server import RunningServer
+from tests.support.shared_data import SHARED_DATA
 
-SALSA = Path(__file__).resolve().parents[3] / "shared" / "data" / "motion" / "cmu-salsa"
+SALSA = SHARED_DATA / "motion" / "cmu-salsa"
 FPS = 120
 FRAME_S = 1 / FPS
 # Device clock minus server clock: one phone seconds ahead, the other behind.
@@ -29,7 +30,9 @@ OFFSETS = {1: 2.75, 2: -1.625}
 def takes() -> tuple[BvhMotion, BvhMotion]:
     lead, follow = SALSA / "60_10_scaled.bvh", SALSA / "61_10_scaled.bvh"
     if not (lead.exists() and follow.exists()):
-        pytest.skip(f"needs the CMU salsa takes in {SALSA} (../shared/data)")
+        pytest.skip(
+            f"needs the CMU salsa takes in {SALSA} (MOTIONMIX_SHARED_DATA or ../shared/data)"
+        )
     return BvhMotion.load(lead), BvhMotion.load(follow)
 
 

@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,11 +50,10 @@ from director.models import GhostProposal, PhotoshootSession, Still
 from director.tasks import ghost_policies_tick
 from ledger.models import ProductionEvent
 from tests.support.api import record_beat, register_device
+from tests.support.shared_data import SHARED_DATA
 
 NOW = datetime(2025, 5, 1, 12, 0, 0, tzinfo=UTC)
-REAL_POSE = (
-    Path(settings.BASE_DIR).parent / "shared" / "data" / "pose" / "vtest_mediapipe_pose.json.gz"
-)
+REAL_POSE = SHARED_DATA / "pose" / "vtest_mediapipe_pose.json.gz"
 State = GhostProposal.State
 
 

@@ -27,10 +27,9 @@ from director.music import jobs, selectors
 from director.music.ranges import Unsatisfiable, parse_range
 from ledger.models import ProductionEvent
 from tests.director.stills_support import jpeg_bytes
+from tests.support.shared_data import SHARED_DATA
 
-SONG = (
-    Path(settings.BASE_DIR).parent / "shared" / "data" / "music" / "muldjord-chaos-god" / "song.ogg"
-)
+SONG = SHARED_DATA / "music" / "muldjord-chaos-god" / "song.ogg"
 SONG_BPM = 170.0
 
 
