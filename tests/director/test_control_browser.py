@@ -48,7 +48,9 @@ def test_flip_mirrors_the_preview_after_the_phone_acknowledges(
     log_in(page, server)
     (card,) = _cards(page, server, 1, "flip")
     preview = card.locator("[data-testid=preview]")
-    assert preview.evaluate("el => getComputedStyle(el).transform") == "none"
+    # The card re-renders on pushes (heartbeats, the pose rate): ask until it holds, never
+    # of one element that a push may just have replaced.
+    expect(preview).to_have_css("transform", "none")
 
     card.locator("[data-testid=flip-horizontal]").click()
 
@@ -70,9 +72,15 @@ def test_capture_lands_a_thumbnail_in_the_strip_and_on_the_card(
 
     card.locator("[data-testid=capture]").click()
 
-    thumb = page.locator(f"#stills-strip [data-device-id='{device_id}'] img").first
-    expect(thumb).to_be_visible(timeout=15_000)
-    assert thumb.evaluate("img => img.complete && img.naturalWidth > 0")
+    selector = f"#stills-strip [data-device-id='{device_id}'] img"
+    expect(page.locator(selector).first).to_be_visible(timeout=15_000)
+    # Decoded, asked of whichever thumbnail is in the strip (a push may replace it).
+    page.wait_for_function(
+        "sel => { const img = document.querySelector(sel);"
+        " return img !== null && img.complete && img.naturalWidth > 0; }",
+        arg=selector,
+        timeout=10_000,
+    )
     expect(card.locator("[data-testid=preview] img")).to_be_visible(timeout=10_000)
     expect(card.locator("[data-testid=last-command]")).to_have_attribute("data-state", "done")
     page.close()
