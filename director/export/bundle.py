@@ -34,7 +34,14 @@ from director.models import PhotoshootSession, Still
 from director.music.selectors import session_music
 from ledger.models import ProductionEvent
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ExportRefused", "ExportResult", "export_session"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ExportRefused",
+    "ExportResult",
+    "export_session",
+    "file_sha256",
+]
 
 CHECKSUMS = "checksums.sha256"
 CUES = "cues.ndjson"
@@ -73,7 +80,7 @@ def _write_audio(writer: _Writer, session: PhotoshootSession) -> dict[str, Any] 
         used.add(name)
         with track.open() as source, writer.path(name).open("wb") as target:
             shutil.copyfileobj(source, target)
-        if _sha256(writer.root / name) != track.sha256:
+        if file_sha256(writer.root / name) != track.sha256:
             raise ExportRefused(
                 f"Music track {track.original_name!r} no longer matches its sha256."
             )
@@ -112,7 +119,8 @@ class _Writer:
             self.progress(stage, max(0.0, min(1.0, fraction)))
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read a megabyte at a time."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -122,7 +130,7 @@ def _sha256(path: Path) -> str:
 
 def _checksums(root: Path) -> list[tuple[str, str, int]]:
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    return [(name, _sha256(root / name), (root / name).stat().st_size) for name in files]
+    return [(name, file_sha256(root / name), (root / name).stat().st_size) for name in files]
 
 
 def session_for_export(session_id: UUID | str) -> PhotoshootSession:
@@ -260,7 +268,7 @@ def _write(
                 writer.path(copied).open("wb") as target,
             ):
                 shutil.copyfileobj(source, target)
-            if _sha256(root / copied) != still.sha256:
+            if file_sha256(root / copied) != still.sha256:
                 raise ExportRefused(f"Still {still.pk}'s file no longer matches its sha256.")
         still_lines.append(reads.still_line(still, copied))
     result.stills = writer.lines("stills.ndjson", iter(still_lines))

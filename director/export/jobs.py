@@ -8,7 +8,6 @@ job's heartbeat; the session page polls it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -19,7 +18,7 @@ from uuid import UUID
 from django.conf import settings
 
 from director.export.archive import zip_bundle
-from director.export.bundle import ExportRefused, export_session
+from director.export.bundle import ExportRefused, export_session, file_sha256
 from director.export.services import (
     session_export_begin,
     session_export_fail,
@@ -90,15 +89,11 @@ def session_export_run(*, export_id: UUID) -> SessionExport | None:
             top=f"motionmix-session-{export.session_id}",
             progress=lambda f: report("Zipping", BUNDLE_SHARE + (1 - BUNDLE_SHARE) * f),
         )
-        digest = hashlib.sha256()
-        with target.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
         return session_export_finish(
             export_id=export.pk,
             file=relative,
             size_bytes=size,
-            sha256=digest.hexdigest(),
+            sha256=file_sha256(target),
             summary={
                 "files": len(result.files),
                 "bundle_bytes": result.bytes,

@@ -9,7 +9,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from devices.simulator_camera import (
 )
 from devices.simulator_link import EXPIRED_DETAIL, Command, PhoneLink
 from tests.support.server import RunningServer
+from tests.support.waiting import until
 
 SMALL = (640, 480)
 
@@ -317,14 +318,6 @@ async def test_an_unknown_command_is_rejected_by_name() -> None:
 # --- Against a real server ------------------------------------------------------------------
 
 
-async def _until(check: Callable[[], bool], *, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"after {within:g} s still not: {what}")
-        await asyncio.sleep(0.05)
-
-
 async def _shell(server: RunningServer, code: str) -> Any:
     """Run Python in the server's Django (its own database); the last line printed is JSON."""
     done = await asyncio.to_thread(server.manage, "shell", "-c", code)
@@ -350,7 +343,7 @@ async def _phones(
     running = asyncio.create_task(simulator.run())
     try:
         # Three beats: the server has round trips to estimate each clock from.
-        await _until(
+        await until(
             lambda: all(p.beats >= 3 for p in simulator.phones) or running.done(),
             within=15,
             what="every phone registered and beat three times",
@@ -400,7 +393,7 @@ async def test_phones_told_0_5x_switch_to_the_ultra_wide_and_report_it(
 ) -> None:
     async with _phones(server, 2, "lens") as simulator:
         await _shell(server, _issue("set_lens", {"zoom": 0.5}, "lens-"))
-        await _until(
+        await until(
             lambda: all(p.lens == "ultra_wide" for p in simulator.phones),
             within=10,
             what="both phones on the ultra-wide",
@@ -430,7 +423,7 @@ async def test_flip_tally_and_publish_reach_the_phone_and_come_back_as_acks(
             + _issue("tally", {"state": "preview"}, "flip-")
             + _issue("start_publish", {}, "flip-"),
         )
-        await _until(lambda: phone.commands_done >= 3, within=15, what="flip, tally, publish")
+        await until(lambda: phone.commands_done >= 3, within=15, what="flip, tally, publish")
         await asyncio.sleep(0.5)  # the acks and the flip's heartbeat are stored
         state = await _shell(server, _devices_and_commands("flip-"))
 
@@ -477,8 +470,8 @@ async def test_a_phone_beats_at_once_after_a_flip_so_the_operator_sees_it(
                 f"/registry/devices/{phone.device_id}/flip", data={"axis": "vertical"}
             )
             assert response.status_code == 200, response.text
-        await _until(lambda: phone.flip_vertical, within=5, what="the phone flipped")
-        await _until(lambda: phone.beats > beats, within=1, what="a heartbeat right after")
+        await until(lambda: phone.flip_vertical, within=5, what="the phone flipped")
+        await until(lambda: phone.beats > beats, within=1, what="a heartbeat right after")
         state = await _shell(server, _devices_and_commands("beat-"))
 
     assert state["Cam 1"]["flip"] == [False, True]
@@ -496,7 +489,7 @@ async def test_odd_phones_take_commands_on_the_socket_and_even_phones_by_long_po
                     f"/registry/devices/{phone.device_id}/lens", data={"zoom": "2"}
                 )
                 assert response.status_code == 200, response.text
-        await _until(
+        await until(
             lambda: all(p.zoom == 2.0 for p in simulator.phones),
             within=5,
             what="both phones at 2x",
@@ -538,7 +531,7 @@ commands = services.commands_issue_capture(device_ids=ids)
 print(json.dumps({c.device.name: str(c.pk) for c in commands}))
 """,
         )
-        await _until(
+        await until(
             lambda: all(p.commands_done >= 1 for p in simulator.phones),
             within=15,
             what="every phone captured, uploaded and acknowledged",
@@ -567,7 +560,7 @@ async def test_the_operators_capture_all_fires_every_phone_together(
         async with _operator(server) as operator:
             response = await operator.post("/registry/capture-all")
             assert response.status_code == 200, response.text
-        await _until(
+        await until(
             lambda: all(p.commands_done >= 1 for p in simulator.phones),
             within=15,
             what="every phone captured, uploaded and acknowledged",
@@ -594,7 +587,7 @@ async def test_a_phone_whose_socket_is_refused_takes_its_commands_by_long_poll(
     async with _phones(server, 1, "old", socket_path="/ws/v1/not-here/") as simulator:
         assert simulator.links[1].socket is None
         await _shell(server, _issue("set_lens", {"zoom": 3}, "old-"))
-        await _until(
+        await until(
             lambda: simulator.phones[0].lens == "tele", within=10, what="the phone on the tele"
         )
         state = await _shell(server, _devices_and_commands("old-"))

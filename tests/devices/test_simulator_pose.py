@@ -6,7 +6,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,6 +24,7 @@ from devices.simulator_pose import (
 )
 from tests.support.server import RunningServer, running_server
 from tests.support.shared_data import SHARED_DATA
+from tests.support.waiting import until
 
 MOTION_DIR = SHARED_DATA / "motion" / "cmu-salsa"
 LEAD, FOLLOW = MOTION_DIR / "60_10_scaled.bvh", MOTION_DIR / "61_10_scaled.bvh"
@@ -313,14 +314,6 @@ def pose_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
         yield running
 
 
-async def _until(check: Callable[[], bool], *, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"after {within:g} s still not: {what}")
-        await asyncio.sleep(0.05)
-
-
 def _stored_pose(server: RunningServer, prefix: str) -> dict[str, Any]:
     code = f"""
 import json
@@ -364,7 +357,7 @@ async def test_two_phones_stream_two_takes_on_their_own_clocks_to_a_real_server(
         phone.clock_offset_s = offsets[phone.index]
     running = asyncio.create_task(simulator.run())
     try:
-        await _until(
+        await until(
             lambda: all(p.pose_frames_sent >= fps for p in simulator.phones) or running.done(),
             within=20,
             what="each phone sent a second of pose",
@@ -416,13 +409,13 @@ async def test_a_batch_the_server_refuses_is_dropped_and_the_phone_lives_on(
     phone.clock_offset_s = 1000.0 - time.time()
     running = asyncio.create_task(simulator.run())
     try:
-        await _until(
+        await until(
             lambda: phone.pose_frames_dropped >= 30 or running.done(),
             within=20,
             what="a second of refused pose",
         )
         dropped = phone.pose_frames_dropped
-        await _until(
+        await until(
             lambda: phone.pose_frames_dropped > dropped or running.done(),
             within=5,
             what="the stream going on after a refusal",

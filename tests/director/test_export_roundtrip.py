@@ -18,6 +18,7 @@ from devices.simulator_motion import BvhMotion
 from devices.simulator_pose import phone_camera
 from tests.support.server import RunningServer
 from tests.support.shared_data import SHARED_DATA
+from tests.support.waiting import until
 
 SALSA = SHARED_DATA / "motion" / "cmu-salsa"
 FPS = 120
@@ -69,14 +70,6 @@ print("null")
     )
 
 
-async def _until(check: Any, *, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"after {within:g} s still not: {what}")
-        await asyncio.sleep(0.05)
-
-
 def _read(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -113,7 +106,7 @@ async def test_two_phones_salsa_lines_up_on_the_server_timeline_after_export(
         phone.clock_offset_s = OFFSETS[phone.index]
     running = asyncio.create_task(simulator.run())
     try:
-        await _until(
+        await until(
             lambda: all(p.device_id for p in simulator.phones) or running.done(),
             within=20,
             what="both phones registered",
@@ -123,7 +116,7 @@ async def test_two_phones_salsa_lines_up_on_the_server_timeline_after_export(
         )
         assert session["started_at"] < motion_start, "the session started after the take"
         last = lead.frame_count - 1
-        await _until(
+        await until(
             lambda: all(p.pose_last_frame >= last for p in simulator.phones) or running.done(),
             within=40,
             what="both phones sent the whole take",
