@@ -559,7 +559,7 @@ class WhipPublisher:
     def description(self) -> str:
         width, height = self.size
         # A multiplication sign, as the operator reads sizes on the card.
-        return f"{width}×{height} at {self.fps} fps ({self.codec or 'codec unknown'})"  # noqa: RUF001
+        return f"{width}×{height} at {self.fps} fps ({self.codec or 'codec unknown'})"
 
     @property
     def client(self) -> httpx.AsyncClient:

@@ -632,8 +632,8 @@ async def test_start_publish_publishes_the_camera_and_stop_publish_ends_it(
     finally:
         await endpoint.close()
 
-    assert started[:2] == ("done", "publishing 320×240 at 15 fps (VP8)")  # noqa: RUF001
-    assert again[:2] == ("done", "already publishing 320×240 at 15 fps (VP8)")  # noqa: RUF001
+    assert started[:2] == ("done", "publishing 320×240 at 15 fps (VP8)")
+    assert again[:2] == ("done", "already publishing 320×240 at 15 fps (VP8)")
     assert stopped[:2] == ("done", "stopped publishing")
     assert not_publishing[:2] == ("done", "was not publishing")
     assert len(endpoint.posts) == 1
@@ -650,7 +650,7 @@ async def test_a_phone_asked_for_h264_offers_only_h264() -> None:
     finally:
         await endpoint.close()
 
-    assert started[:2] == ("done", "publishing 320×240 at 30 fps (H264)")  # noqa: RUF001
+    assert started[:2] == ("done", "publishing 320×240 at 30 fps (H264)")
     offer = endpoint.posts[0].content.decode()
     assert "H264/90000" in offer
     assert "VP8/90000" not in offer
@@ -779,7 +779,7 @@ async def test_phones_told_to_publish_send_video_until_the_simulator_stops(
         acks = json.loads(done.stdout.strip().splitlines()[-1])
 
     assert acks == {
-        name: [["start_publish", "done", "publishing 320×240 at 15 fps (VP8)"]]  # noqa: RUF001
+        name: [["start_publish", "done", "publishing 320×240 at 15 fps (VP8)"]]
         for name in ("Cam 1", "Cam 2")
     }
     # The simulator unpublished them as it stopped.

@@ -38,6 +38,7 @@ from director.stills.upload import ReceivedStill
 from director.tasks import session_exports_sweep
 from tests.director.stills_support import ingest, jpeg_bytes
 from tests.support.api import register_device
+from tests.support.clock import round_trip
 
 pytestmark = pytest.mark.django_db
 
@@ -71,24 +72,7 @@ def store_round_trips(device: Device, name: str, *, seed: int) -> None:
         back = 0.002 + rng.expovariate(1 / 0.003)
         if rng.random() < 0.1:
             forward += rng.uniform(0.05, 0.3)
-        received = t + forward
-        answered = received + 0.0005
-        returned = answered + back
-        sent_d, returned_d = device_time(name, t), device_time(name, returned)
-        offset = ((sent_d - received) + (returned_d - answered)) / 2
-        delay = (returned_d - sent_d) - (answered - received)
-        rows.append(
-            ClockSample(
-                device=device,
-                at=datetime.fromtimestamp(answered, tz=UTC),
-                sent_at=sent_d,
-                received_at=received,
-                server_time=answered,
-                returned_at=returned_d,
-                offset_s=offset,
-                delay_s=delay,
-            )
-        )
+        rows.append(round_trip(device, t, forward, back, lambda s: device_time(name, s)))
         t += 2.0
     ClockSample.objects.bulk_create(rows)
 
