@@ -111,7 +111,13 @@ def _build_into(
     for index, pair in enumerate(pairs):
         decoded, features = tracks[str(pair.audio_path)]
         pair_work = Path(tempfile.mkdtemp(prefix="pair-", dir=work))
-        entry = build_pair(pair, index, features, writers[splits[pair.source]], config, pair_work)
+        label = f"{index + 1}/{len(pairs)} {pair.pair_id}"
+
+        def report(fraction: float, index: int = index, label: str = label) -> None:
+            progress.update((index + fraction) / len(pairs), label)
+
+        writer = writers[splits[pair.source]]
+        entry = build_pair(pair, index, features, writer, config, pair_work, report)
         shutil.rmtree(pair_work)
         entry["audio_sha256"] = decoded.sha256
         entries.append(entry)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,10 @@ def build_pair(
     writer: ShardWriter,
     config: BuildConfig,
     work_dir: Path,
+    progress: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
-    """Write the pair's kept windows to `writer`; return its manifest entry."""
+    """Write the pair's kept windows to `writer`; return its manifest entry. `progress` gets
+    the fraction of the pair's grid resampled so far."""
     n_grid = int(features.features.shape[0])
     first = max(0, math.ceil(pair.audio_start_s * FPS - 1e-6))
     end = n_grid if pair.audio_end_s is None else min(n_grid, int(pair.audio_end_s * FPS) + 1)
@@ -65,16 +68,15 @@ def build_pair(
         "shift_s": round(pair.shift_s, 9),
         "alignment": pair.alignment,
     }
-    grid = _resample(pair, pair.shift_s, first, max(0, end - first), config, work_dir)
+    grid = _resample(pair, pair.shift_s, first, max(0, end - first), config, work_dir, progress)
     refine = _refine(grid, features, config)
     if refine is not None:
         entry["refine"] = refine
         if refine.get("applied"):
             shift = pair.shift_s - refine["lag_s"]  # the motion came lag_s late
             entry["shift_s"] = round(shift, 9)
-            grid = _resample(
-                replace(pair, shift_s=shift), shift, first, end - first, config, work_dir
-            )
+            moved = replace(pair, shift_s=shift)
+            grid = _resample(moved, shift, first, end - first, config, work_dir, progress)
     present = np.flatnonzero(~grid.missing)
     if present.size == 0:
         entry.update(frames=0, first_frame=None, missing_frames=0, windows=_counts(0, 0))
@@ -101,7 +103,13 @@ def _counts(kept: int, dropped: int) -> dict[str, int]:
 
 
 def _resample(
-    pair: Pair, shift: float, first: int, count: int, config: BuildConfig, work_dir: Path
+    pair: Pair,
+    shift: float,
+    first: int,
+    count: int,
+    config: BuildConfig,
+    work_dir: Path,
+    progress: Callable[[float], None] | None,
 ) -> Resampled:
     shape = (max(count, 1),)
     scratch = Path(tempfile.mkdtemp(prefix="grid-", dir=work_dir))
@@ -128,6 +136,8 @@ def _resample(
             joints[at : at + len(block)] = block.joints
             conf[at : at + len(block)] = block.conf
             missing[at : at + len(block)] = block.missing
+            if progress is not None:
+                progress((at + len(block)) / count)
     if count == 0:
         return Resampled(first, joints[:0], conf[:0], missing[:0])
     return Resampled(first, joints, conf, missing)
