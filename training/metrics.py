@@ -113,6 +113,28 @@ def beat_align_scores(
     )
 
 
+def bas_chance(reference_s: np.ndarray, sigma_s: float) -> float:
+    """The Beat Align Score that beats placed at random would get against `reference_s`.
+
+    A beat uniformly placed between the first and last reference beat scores, on average,
+    the mean of exp(−d²/2σ²) over that span, d the distance to the nearest reference beat:
+    over a gap g between two reference beats, 2·σ·√(π/2)·erf(g / (2√2·σ)) / g. The report puts
+    it beside each score: at fast tempos with a wide σ even unrelated beats score high (at
+    170 BPM and σ = 0.1 s, 0.655). NaN with fewer than two reference beats."""
+    beats = np.sort(np.asarray(reference_s, dtype=np.float64))
+    if beats.size < 2 or not sigma_s > 0:
+        return math.nan
+    gaps = np.diff(beats)
+    gaps = gaps[gaps > 0]
+    if gaps.size == 0:
+        return math.nan
+    total = sum(
+        2 * sigma_s * math.sqrt(math.pi / 2) * math.erf(g / (2 * math.sqrt(2) * sigma_s))
+        for g in gaps.tolist()
+    )
+    return float(total / gaps.sum())
+
+
 def _autocorrelation(x: np.ndarray, ok: np.ndarray, lags: np.ndarray) -> np.ndarray:
     """Pearson r of x[k] and x[k + lag] over the pairs valid at both ends (NaN: too few)."""
     out = np.full(lags.shape, np.nan)

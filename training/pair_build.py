@@ -27,7 +27,7 @@ import numpy as np
 from training.align import xcorr_lag
 from training.audio_features import AudioFeatures
 from training.config import BuildConfig
-from training.metrics import beat_align_scores, motion_beats, tempo_agreement
+from training.metrics import bas_chance, beat_align_scores, motion_beats, tempo_agreement
 from training.motion_features import motion_features
 from training.resample import resample
 from training.shards import ShardWriter
@@ -245,7 +245,9 @@ def _metrics(
         "music_beats": int(beats.size),
         "motion_beats": len(moves),
         "bas_fact": _round(scores.motion_to_music),
+        "bas_fact_chance": _round(bas_chance(beats / FPS, config.bas_sigma_s)),
         "bas_bailando": _round(scores.music_to_motion),
+        "bas_bailando_chance": _round(bas_chance(np.asarray(moves) / FPS, config.bas_sigma_s)),
         "bas_sigma_s": config.bas_sigma_s,
         "tempo": {
             "audio_bpm": _round(tempo.audio_bpm),

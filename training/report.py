@@ -9,6 +9,8 @@
 - Beat Align Score: FACT direction (mean over motion beats of exp(−d²/2σ²), d the distance to
   the nearest music beat) weighted by motion beats; Bailando direction (mean over music beats,
   d to the nearest motion beat) weighted by music beats; σ in seconds;
+- beside each Beat Align Score, its chance level: what beats placed at random would score
+  (`training.metrics.bas_chance`), without which a fast song's score reads better than it is;
 - tempo agreement: pairs whose motion periodicity matches the beat grid (ratio ½, 1 or 2).
 
 The promotion decision is "promote" when every check passes, else "hold" naming what failed.
@@ -54,7 +56,9 @@ def summarise(manifest: dict[str, Any]) -> dict[str, Any]:
         },
         "bas_sigma_s": manifest["config"]["bas_sigma_s"],
         "bas_fact": _weighted(metrics, "bas_fact", "motion_beats"),
+        "bas_fact_chance": _weighted(metrics, "bas_fact_chance", "motion_beats"),
         "bas_bailando": _weighted(metrics, "bas_bailando", "music_beats"),
+        "bas_bailando_chance": _weighted(metrics, "bas_bailando_chance", "music_beats"),
         "tempo_agreement": {
             "pairs": sum(1 for m in metrics if m["tempo"]["motion_bpm"] is not None),
             "agreeing": sum(1 for m in metrics if m["tempo"]["agrees"]),
@@ -135,8 +139,9 @@ def format_report(manifest: dict[str, Any]) -> str:
         f"alignment confidence: {conf['measured_pairs']} pairs measured, "
         f"min {_num(conf['min'], 3)}, median {_num(conf['median'], 3)}",
         f"Beat Align Score (σ = {summary['bas_sigma_s']} s): FACT (over motion beats) "
-        f"{_num(summary['bas_fact'], 4)}, Bailando (over music beats) "
-        f"{_num(summary['bas_bailando'], 4)}",
+        f"{_num(summary['bas_fact'], 4)} (chance {_num(summary['bas_fact_chance'], 4)}), "
+        f"Bailando (over music beats) {_num(summary['bas_bailando'], 4)} "
+        f"(chance {_num(summary['bas_bailando_chance'], 4)})",
         f"tempo agreement: {summary['tempo_agreement']['agreeing']} of "
         f"{summary['tempo_agreement']['pairs']} pairs (ratio 1/2, 1 or 2)",
         "",

@@ -138,3 +138,18 @@ def test_tempo_agreement_allows_half_and_double_time() -> None:
     for _ in range(3):
         random = tempo_agreement(beat_frames, rng.standard_normal(t.size), valid)
         assert not random.agrees
+
+
+def test_the_chance_level_is_what_random_beats_score() -> None:
+    from training.metrics import bas_chance
+
+    grid = np.arange(0.0, 60.0, 60 / 170)  # 170 BPM
+    chance = bas_chance(grid, 0.1)
+    gap = 60 / 170
+    expected = 2 * 0.1 * np.sqrt(np.pi / 2) * math.erf(gap / (2 * np.sqrt(2) * 0.1)) / gap
+    assert chance == pytest.approx(expected, rel=1e-9)
+    assert chance == pytest.approx(0.655, abs=0.001)
+    random_beats = np.random.default_rng(3).uniform(grid[0], grid[-1], 20000)
+    scored = beat_align_scores(grid, random_beats, 0.1).motion_to_music
+    assert scored == pytest.approx(chance, abs=0.01)
+    assert math.isnan(bas_chance(np.array([1.0]), 0.1))
