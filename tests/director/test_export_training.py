@@ -4,6 +4,7 @@ built with `training`. Each frame must land on the audio frame of the instant it
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -138,3 +139,20 @@ def test_an_exported_session_builds_a_verified_dataset_on_the_songs_clock(
         got = (window.conf[:, 0].astype(np.float64) - 0.5) * 10000
         want = np.arange(window.start_frame, window.start_frame + 150) - 60
         assert np.abs(got - want).max() < 0.15, window.window_id  # under 5 ms
+
+
+def test_the_zip_download_builds_the_same_dataset(bundle: tuple[Path, str], tmp_path: Path) -> None:
+    from director.export.archive import zip_bundle
+
+    path, _ = bundle
+    archive = tmp_path / "session.zip"
+    session_id = json.loads((path / "session.json").read_text())["session"]["id"]
+    zip_bundle(path, archive, top=f"motionmix-session-{session_id}")
+    quiet = Progress(quiet=True)
+    cache = tmp_path / "cache"
+    from_folder = build([str(path)], tmp_path / "a", BuildConfig(), cache_dir=cache, progress=quiet)
+    from_zip = build([str(archive)], tmp_path / "z", BuildConfig(), cache_dir=cache, progress=quiet)
+    # The dataset id is over the content: the same windows whichever form the bundle came in.
+    assert from_zip["dataset_id"] == from_folder["dataset_id"]
+    assert [f["name"] for f in from_zip["inputs"][0]["files"]] == ["session.zip"]
+    assert verify(tmp_path / "z").ok
