@@ -139,7 +139,14 @@ def test_the_code_on_the_synthetic_picture_survives_a_real_encoder_and_decoder(
 
     decoded = _through_codec(codec, frames)
 
-    assert [video_code.read(frame) for frame in decoded] == codes
+    read = [video_code.read(frame) for frame in decoded]
+    assert len(read) == len(codes)
+    # Never a wrong code. aiortc's VP8 encoder runs libvpx with a realtime deadline and an
+    # adaptive speed (cpu-used -6), so on a loaded machine it may spend less on a frame than
+    # the busy scene around the code needs: one frame of ten may read as no code (seen once
+    # in CI, the last frame at 320×240), never as another.
+    assert all(got in (want, None) for got, want in zip(read, codes, strict=True)), read
+    assert read[0] == codes[0] and read.count(None) <= 1, read
 
 
 def test_a_frame_without_a_code_reads_none() -> None:
