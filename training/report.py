@@ -18,10 +18,13 @@ The promotion decision is "promote" when every check passes, else "hold" naming 
 
 from __future__ import annotations
 
+import re
 import statistics
 from typing import Any
 
 from training.timeline import FPS
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def summarise(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -108,8 +111,9 @@ def _promotion(summary: dict[str, Any], config: dict[str, Any]) -> dict[str, Any
 def format_report(manifest: dict[str, Any]) -> str:
     summary = manifest["summary"]
     lines = [f"MotionMix training dataset {manifest['dataset_id']}", ""]
+    width = max([len(_display_id(pair["pair_id"])) for pair in manifest["pairs"]] + [20])
     lines.append(
-        f"{'pair':<48} {'split':<5} {'sec':>8} {'miss%':>6} {'kept':>5} {'drop':>5} "
+        f"{'pair':<{width}} {'split':<5} {'sec':>8} {'miss%':>6} {'kept':>5} {'drop':>5} "
         f"{'conf':>5} {'BAS-F':>6} {'BAS-B':>6} {'tempo a/m BPM':>16}"
     )
     for pair in manifest["pairs"]:
@@ -119,7 +123,8 @@ def format_report(manifest: dict[str, Any]) -> str:
         conf = pair.get("refine", {}).get("confidence")
         tempo = metrics["tempo"] if metrics else {}
         lines.append(
-            f"{pair['pair_id'][:48]:<48} {pair['split']:<5} {frames / FPS:8.1f} {miss:6.1f} "
+            f"{_display_id(pair['pair_id']):<{width}} {pair['split']:<5} "
+            f"{frames / FPS:8.1f} {miss:6.1f} "
             f"{pair['windows']['kept']:5d} {pair['windows']['dropped']:5d} {_num(conf, 2):>5} "
             f"{_num(metrics and metrics['bas_fact'], 3):>6} "
             f"{_num(metrics and metrics['bas_bailando'], 3):>6} "
@@ -139,15 +144,21 @@ def format_report(manifest: dict[str, Any]) -> str:
         f"alignment confidence: {conf['measured_pairs']} pairs measured, "
         f"min {_num(conf['min'], 3)}, median {_num(conf['median'], 3)}",
         f"Beat Align Score (σ = {summary['bas_sigma_s']} s): FACT (over motion beats) "
-        f"{_num(summary['bas_fact'], 4)} (chance {_num(summary['bas_fact_chance'], 4)}), "
+        f"{_num(summary['bas_fact'], 4)} (chance {_num(summary.get('bas_fact_chance'), 4)}), "
         f"Bailando (over music beats) {_num(summary['bas_bailando'], 4)} "
-        f"(chance {_num(summary['bas_bailando_chance'], 4)})",
+        f"(chance {_num(summary.get('bas_bailando_chance'), 4)})",
         f"tempo agreement: {summary['tempo_agreement']['agreeing']} of "
         f"{summary['tempo_agreement']['pairs']} pairs (ratio 1/2, 1 or 2)",
         "",
     ]
     lines += _decision_block(manifest)
     return "\n".join(lines) + "\n"
+
+
+def _display_id(pair_id: str) -> str:
+    """The pair's id with each UUID cut to its first 8 characters, for the table only
+    (a bundle's pairs are `session-<uuid>/take000/<device uuid>`)."""
+    return _UUID.sub(lambda match: match.group(0)[:8], pair_id)
 
 
 def _decision_block(manifest: dict[str, Any]) -> list[str]:

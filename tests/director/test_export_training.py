@@ -27,6 +27,7 @@ from tests.support.shared_data import SHARED_DATA
 from training.build import build
 from training.config import BuildConfig
 from training.progress import Progress
+from training.report import format_report
 from training.verify import verify
 
 pytestmark = pytest.mark.django_db
@@ -127,6 +128,9 @@ def test_an_exported_session_builds_a_verified_dataset_on_the_songs_clock(
 
     [pair] = manifest["pairs"]
     assert pair["pair_id"].endswith(f"/take000/{camera}")
+    # The report's table shortens the UUIDs so a session's pairs can be told apart.
+    row = format_report(manifest).splitlines()[3]
+    assert row.startswith(f"session-{pair['source'][8:16]}/take000/{camera[:8]} train")
     assert pair["alignment"]["clock"]["offset_s"] == pytest.approx(OFFSET_S, abs=0.005)
     # Pose began 2 s into the song: audio frame 60 (61 if the fit puts it a hair later).
     assert pair["first_frame"] in (60, 61)
