@@ -18,7 +18,7 @@ from devices.models import Device
 from director.hero import records
 from director.hero.relay import RelayRefused
 from director.hero.runtime import hero_relay
-from director.hero.sdp import SDP_TYPE, BadOffer, offer_text
+from director.hero.sdp import SDP_TYPE, BadOffer, OfferTooLarge, offer_body, offer_text
 
 router = Router(tags=["video"])
 
@@ -53,14 +53,18 @@ def _sdp_response(answer: str, *, location: str) -> HttpResponse:
 )
 async def whip_publish(request: HttpRequest) -> HttpResponse:
     device = _device(request)
-    if request.body.strip() and request.content_type != SDP_TYPE:
+    try:
+        body = offer_body(request)
+    except OfferTooLarge as exc:
+        return error_response(413, "too_large", str(exc))
+    if body.strip() and request.content_type != SDP_TYPE:
         return error_response(
             415,
             "unsupported_media_type",
             f"Send the offer as {SDP_TYPE}, not {request.content_type or 'nothing'}.",
         )
     try:
-        offer = offer_text(request.body, want="send")
+        offer = offer_text(body, want="send")
         session_id = await database_sync_to_async(records.live_session_of)(device_id=str(device.pk))
         publisher, answer = await hero_relay().publish(
             device_id=str(device.pk), offer=offer, session_id=session_id

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from director.hero.relay import RelayRefused
 from director.hero.runtime import hero_relay
-from director.hero.sdp import SDP_TYPE, BadOffer, offer_text
+from director.hero.sdp import SDP_TYPE, BadOffer, OfferTooLarge, offer_body, offer_text
 
 
 def _error(status: int, code: str, detail: str) -> JsonResponse:
@@ -32,10 +32,14 @@ async def session_whep(request: HttpRequest, session_id: UUID) -> HttpResponse:
     user = await _operator(request)
     if user is None:
         return _error(401, "unauthorized", "Log in as an operator to watch the hero.")
-    if request.body.strip() and request.content_type != SDP_TYPE:
+    try:
+        body = offer_body(request)
+    except OfferTooLarge as exc:
+        return _error(413, "too_large", str(exc))
+    if body.strip() and request.content_type != SDP_TYPE:
         return _error(415, "unsupported_media_type", f"Send the offer as {SDP_TYPE}.")
     try:
-        offer = offer_text(request.body, want="recv")
+        offer = offer_text(body, want="recv")
         viewer, answer = await hero_relay().watch(
             session_id=str(session_id), offer=offer, user=user
         )

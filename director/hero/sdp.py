@@ -11,6 +11,8 @@ import re
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest
 
 MAX_SDP_BYTES = 64 * 1024
 SDP_TYPE = "application/sdp"
@@ -19,6 +21,29 @@ VIDEO_CODECS = ("VP8", "H264")
 
 class BadOffer(ValueError):
     """The offer cannot be answered; the message says why (400)."""
+
+
+class OfferTooLarge(ValueError):
+    """The body is larger than any offer (413)."""
+
+
+def offer_body(request: HttpRequest) -> bytes:
+    """The request's body, refused when it is larger than an offer can be: by its declared
+    length before reading, or as read (Django refuses past DATA_UPLOAD_MAX_MEMORY_SIZE)."""
+    limit = f"an SDP offer is at most {MAX_SDP_BYTES // 1024} KB"
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > MAX_SDP_BYTES:
+        raise OfferTooLarge(f"The body is {declared} bytes; {limit}.")
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise OfferTooLarge(f"The body is larger than the server takes; {limit}.") from None
+    if len(body) > MAX_SDP_BYTES:
+        raise OfferTooLarge(f"The body is {len(body)} bytes; {limit}.")
+    return body
 
 
 def offer_text(body: bytes, *, want: str) -> str:

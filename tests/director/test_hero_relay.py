@@ -405,6 +405,26 @@ async def test_bad_offers_are_refused_with_a_reason(relay: HeroRelay, shoot: Sho
     )
 
 
+async def test_an_offer_too_large_is_refused_with_413_in_the_contracts_body(
+    relay: HeroRelay, shoot: Shoot
+) -> None:
+    auth = {"authorization": f"Bearer {shoot.tokens[0]}"}
+    operator = AsyncClient()
+    await operator.aforce_login(shoot.operator)
+    whep = f"/sessions/{shoot.session_id}/whep"
+    # Just over an offer's limit (64 KB), and past what Django reads at all (2 MiB).
+    for size in (64 * 1024 + 1, 3 * 1024 * 1024):
+        body = "v=0\r\n" + "a=x\r\n" * (size // 5)
+        published = await AsyncClient().post(WHIP, data=body, content_type=SDP, headers=auth)
+        watched = await operator.post(whep, data=body, content_type=SDP)
+        for response in (published, watched):
+            assert response.status_code == 413, (size, response.content[:200])
+            assert response["Content-Type"].startswith("application/json")
+            assert response.json()["error"] == "too_large"
+            assert "an SDP offer is at most 64 KB" in response.json()["detail"]
+    assert not relay.publishers and not relay.viewers
+
+
 async def test_a_wrong_token_is_refused(relay: HeroRelay, shoot: Shoot) -> None:
     pc = await offer_publish(CodedTrack(1))
     try:
