@@ -21,7 +21,7 @@ MUSIC_FLAG = $(if $(filter 0,$(MUSIC)),,--music)
 NODE := $(shell command -v node)
 CONVEX_DEPS := convex/node_modules/.package-lock.json
 
-.PHONY: run test lint format install migrate clean convex-deps convex-test
+.PHONY: run run-scaled test lint format install migrate clean convex-deps convex-test
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "MotionMix needs Python 3.11, found " + sys.version.split()[0]'
@@ -58,6 +58,18 @@ run: export MOTIONMIX_GHOST_CADENCE_S ?= 40
 run: export MOTIONMIX_ICE_HOST_ADDRESSES ?= 127.0.0.1
 run: migrate convex-deps
 	@$(PY) manage.py serve --host $(HOST) --port $(PORT) --simulate $(DEVICES) --video-size $(VIDEO_SIZE) --video-fps $(VIDEO_FPS) --demo-operator --ledger-bridge $(STANDIN_FLAG) $(MUSIC_FLAG)
+
+# The scaled profile on this machine (docs/deploy.md): PostgreSQL and Redis (these defaults, the
+# database created if missing), two web processes behind a built-in proxy on $(PORT), the hero
+# relay process, a Celery worker and beat; DEBUG off, static files collected. Migrations run
+# against PostgreSQL inside `run_scaled`, once the database exists.
+run-scaled: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/motionmix
+run-scaled: export REDIS_URL ?= redis://127.0.0.1:6379/0
+run-scaled: export MOTIONMIX_GHOST_HERO_STALE_S ?= 20
+run-scaled: export MOTIONMIX_GHOST_CADENCE_S ?= 40
+run-scaled: export MOTIONMIX_ICE_HOST_ADDRESSES ?= 127.0.0.1
+run-scaled: $(STAMP) convex-deps
+	@$(PY) manage.py run_scaled --host $(HOST) --port $(PORT) --simulate $(DEVICES) --video-size $(VIDEO_SIZE) --video-fps $(VIDEO_FPS) --ledger-bridge $(STANDIN_FLAG) $(if $(STANDIN_FLAG),$(MUSIC_FLAG))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -23,13 +23,14 @@ from ninja.parser import Parser
 from ninja.security import HttpBearer
 from pydantic import ConfigDict, Field, SkipValidation, field_validator
 
-from devices import delivery, selectors, services
+from devices import delivery, ratelimit, selectors, services
 from devices.models import Device, DeviceCommand
 
-JSON_BODY_LIMIT = 64 * 1024
-# A full pose batch (300 frames of 33 keypoints at a phone's full float precision) is about
-# 600 KB of JSON; the general limit would refuse it.
-POSE_BODY_LIMIT = 1024 * 1024
+# The same caps motionmix/limits.py enforces before the body is read (64 KiB and 1 MiB by
+# default): a full pose batch (300 frames of 33 keypoints at a phone's full float precision) is
+# about 600 KB of JSON, which the general limit would refuse.
+JSON_BODY_LIMIT: int = settings.MOTIONMIX_MAX_BODY_BYTES
+POSE_BODY_LIMIT: int = settings.MOTIONMIX_POSE_MAX_BODY_BYTES
 MAX_WAIT_S = 25.0
 
 # --- Errors ---------------------------------------------------------------------------------
@@ -123,6 +124,15 @@ def _too_many(request: HttpRequest, exc: services.TooManyPairingAttempts) -> Htt
     )
 
 
+@api.exception_handler(ratelimit.RegisterRateLimited)
+def _register_rate_limited(
+    request: HttpRequest, exc: ratelimit.RegisterRateLimited
+) -> HttpResponse:
+    return error_response(
+        429, "too_many_attempts", str(exc), {"Retry-After": str(exc.retry_after_s)}
+    )
+
+
 @api.exception_handler(services.CommandNotFound)
 def _command_not_found(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error_response(404, "not_found", str(exc))
@@ -198,11 +208,6 @@ def _device(request: HttpRequest) -> Device:
     device = request.auth  # type: ignore[attr-defined]
     assert isinstance(device, Device)
     return device
-
-
-def client_address(request: HttpRequest) -> str:
-    # Daphne puts the peer (or, with --proxy-headers, the forwarded client) in REMOTE_ADDR.
-    return request.META.get("REMOTE_ADDR") or "0.0.0.0"  # noqa: S104 - a key, not a bind
 
 
 # --- Schemas --------------------------------------------------------------------------------
@@ -418,13 +423,16 @@ def heartbeat_from_schema(beat: HeartbeatIn) -> services.Heartbeat:
     "/devices/register",
     response={200: RegisterOut, 201: RegisterOut, **ERRORS},
     summary="Pair and register a device",
+    description="429 `too_many_attempts` with Retry-After after too many calls from one "
+    "address (MOTIONMIX_REGISTER_MAX_PER_ADDRESS) or for one install_id "
+    "(MOTIONMIX_REGISTER_MAX_PER_INSTALL) within MOTIONMIX_REGISTER_WINDOW_S, or too many "
+    "wrong pairing codes from one address.",
 )
 @decorate_view(json_body())
 def register(request: HttpRequest, payload: RegisterIn) -> Status[dict[str, Any]]:
-    registration = services.device_register(
-        address=client_address(request),
-        **payload.model_dump(),
-    )
+    address = ratelimit.client_address(request)
+    ratelimit.register_attempt_admit(address=address, install_id=payload.install_id)
+    registration = services.device_register(address=address, **payload.model_dump())
     return Status(
         201 if registration.created else 200,
         {

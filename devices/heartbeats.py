@@ -223,6 +223,12 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
+def _declared_length(headers: dict[bytes, bytes]) -> int | None:
+    """The declared Content-Length (0 when there is none), or None when it is not a number."""
+    value = headers.get(b"content-length", b"0").strip() or b"0"
+    return int(value) if value.isdigit() else None
+
+
 def transport_refusal(scope: Scope, headers: dict[bytes, bytes]) -> dict[str, str] | None:
     """What Django's middleware would refuse before the view: a foreign Host, plain HTTP where
     HTTPS is required."""
@@ -296,7 +302,14 @@ async def heartbeat_endpoint(scope: Scope, receive: Receive, send: Send) -> None
             },
         )
         return
-    declared = int(headers.get(b"content-length", b"0") or 0)
+    declared = _declared_length(headers)
+    if declared is None:
+        await respond(
+            send,
+            400,
+            {"error": "bad_request", "detail": "Content-Length must be a whole number of bytes."},
+        )
+        return
     body = None if declared > JSON_BODY_LIMIT else await _read_body(receive, JSON_BODY_LIMIT)
     if body is None:
         await respond(

@@ -74,6 +74,8 @@ async def commands_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
             await waiting
         return
     hang_up.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await hang_up
     claimed = waiting.result()
     offset = await delivery.clock_offset(device_id=device.pk)
     answer: dict[str, Any] = {

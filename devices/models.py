@@ -223,6 +223,24 @@ class PairingFailure(models.Model):
         return f"{self.address} at {self.at:%H:%M:%S}"
 
 
+class RegisterAttempt(models.Model):
+    """A register call the rate limit let through (devices/ratelimit.py), successful or not;
+    counted per address and per install id within the window, and pruned after it."""
+
+    address = models.GenericIPAddressField(unpack_ipv4=True)
+    install_id = models.CharField(max_length=128)
+    at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["address", "at"]),
+            models.Index(fields=["install_id", "at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.install_id} from {self.address} at {self.at:%H:%M:%S}"
+
+
 class DeviceCommand(models.Model):
     """A command for one device: queued, delivered once (socket or long poll), then
     acknowledged. Only `devices/services/commands.py` changes its state."""

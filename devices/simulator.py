@@ -37,7 +37,14 @@ import httpx
 from devices import clock
 from devices.lenses import LensRefused, lens_plan
 from devices.simulator_camera import DEFAULT_STILL_SIZE, StillSpec, effective_hfov_deg
-from devices.simulator_link import RETRY_FIRST_S, RETRY_MAX_S, Capture, Command, PhoneLink
+from devices.simulator_link import (
+    RETRY_FIRST_S,
+    RETRY_MAX_S,
+    Capture,
+    Command,
+    KeptStill,
+    PhoneLink,
+)
 from devices.simulator_motion import MotionSource, ProceduralDancer
 from devices.simulator_pose import DEFAULT_POSE_FPS, MAX_POSE_FPS, PoseStream
 from devices.simulator_video import DEFAULT_VIDEO_FPS, DEFAULT_VIDEO_SIZE, WhipPublisher
@@ -109,6 +116,9 @@ class VirtualIPhone:
     stills_taken: int = 0
     stills_uploaded: int = 0
     captures: deque[Capture] = field(default_factory=lambda: deque(maxlen=100))
+    # Stills taken that the server has not taken yet (devices/simulator_link.py), oldest first.
+    outbox: deque[KeptStill] = field(default_factory=deque)
+    outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
     beat_now: asyncio.Event = field(default_factory=asyncio.Event)
     register_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     placement: dict[str, float] = field(default_factory=dict)
@@ -432,6 +442,7 @@ class Simulator:
                 link.group = group
                 group.create_task(self._heartbeats(phone))
                 group.create_task(link.run())
+                group.create_task(link.drain_outbox())
                 group.create_task(PoseStream(self, phone).run())
         finally:
             link.group = None

@@ -10,6 +10,11 @@ next command. Acks go back on the socket the command came by while it is open (a
 else by HTTP; acks are idempotent, so sending one twice is harmless, and a command delivered
 twice is answered again but never carried out twice.
 
+A still that the server could not take (it answered 5xx, such as 507 when its disk is full, or
+did not answer) stays in the phone's outbox, as the capture app keeps the file until the server
+has it: the capture is acked failed with that reason, and the outbox uploads it again later,
+with backoff, until the server takes it or refuses it for good (4xx).
+
 start_publish acks done once the server has accepted the WHIP offer (the publisher keeps the
 video up from then on, through dropped connections, until stop_publish or the simulator
 stops), and failed with the server's reason when it refused.
@@ -50,6 +55,11 @@ SOCKET_ACK_TIMEOUT_S = 5.0
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
 UPLOAD_ATTEMPTS = 5
+# A still kept in the outbox is offered again after this long, doubling up to the maximum.
+OUTBOX_RETRY_FIRST_S = 2.0
+OUTBOX_RETRY_MAX_S = 30.0
+# 507: the server's disk is full. Retrying at once cannot help; the outbox tries again later.
+INSUFFICIENT_STORAGE = 507
 ACK_ATTEMPTS = 4
 # Later than this after its fire time, a capture is logged as late.
 LATE_FIRE_S = 0.05
@@ -106,6 +116,23 @@ class Capture:
     filename: str
     size_bytes: int
     still_id: str | None  # None: not uploaded
+
+
+@dataclass(frozen=True)
+class KeptStill:
+    """A still the server has not taken yet: kept on the phone, as the capture app keeps it."""
+
+    command_id: str
+    filename: str
+    jpeg: bytes
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    still_id: str | None  # None: not stored
+    problem: str = ""
+    keep: bool = False  # the server may take it later: keep it in the outbox
 
 
 class SocketUnavailable(Exception):
@@ -405,7 +432,14 @@ class PhoneLink:
         # Off the loop: the other phones' shutters must not wait for this one's encoder.
         jpeg = await asyncio.to_thread(render_still, spec)
         filename = still_filename(spec.sequence)
-        still_id, problem = await self._upload(command, spec, filename, jpeg)
+        kept = KeptStill(
+            command_id=command.id,
+            filename=filename,
+            jpeg=jpeg,
+            meta=self._still_meta(command, spec, jpeg),
+        )
+        outcome = await self._upload(kept)
+        still_id = outcome.still_id
         phone.captures.append(
             Capture(
                 command_id=command.id,
@@ -417,29 +451,36 @@ class PhoneLink:
                 still_id=still_id,
             )
         )
+        if still_id is None and outcome.keep:
+            phone.outbox.append(kept)
+            phone.outbox_ready.set()
+            detail = f"{filename} taken and kept on the phone: {outcome.problem}; uploading later"
+            return ("failed", detail[:500], captured_at)
         if still_id is None:
-            return ("failed", f"{filename} taken but not uploaded: {problem}", captured_at)
+            return ("failed", f"{filename} taken but not uploaded: {outcome.problem}", captured_at)
         phone.stills_uploaded += 1
         return ("done", f"{filename} {human_size(len(jpeg))}", captured_at)
 
-    async def _upload(
-        self, command: Command, spec: StillSpec, filename: str, jpeg: bytes
-    ) -> tuple[str | None, str]:
-        """POST the still; returns (still_id, "") or (None, why). Server errors and network
-        failures are retried with backoff, a bounded number of times; a refusal (4xx) is final."""
-        phone = self.phone
-        meta = {
+    def _still_meta(self, command: Command, spec: StillSpec, jpeg: bytes) -> dict[str, Any]:
+        return {
             "command_id": command.id,
             "captured_at": spec.captured_at,
             "lens": spec.lens,
             "zoom": spec.zoom,
             "flip": {"horizontal": spec.flip_horizontal, "vertical": spec.flip_vertical},
-            "orientation": phone.orientation,
+            "orientation": self.phone.orientation,
             "sha256": hashlib.sha256(jpeg).hexdigest(),
         }
+
+    async def _upload(self, kept: KeptStill, *, attempts: int = UPLOAD_ATTEMPTS) -> UploadOutcome:
+        """POST the still. Server errors and network failures are retried with backoff, a
+        bounded number of times, and then the still is to be kept (`keep`); a 507 (the
+        server's disk is full) is kept at once; a refusal (other 4xx) is final."""
+        phone = self.phone
+        filename, jpeg, meta = kept.filename, kept.jpeg, kept.meta
         problem = ""
         backoff = RETRY_FIRST_S
-        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             token = phone.token
             try:
                 response = await self.fleet.client.post(
@@ -454,7 +495,7 @@ class PhoneLink:
             else:
                 if response.status_code in (200, 201):
                     try:
-                        return str(response.json()["still_id"]), ""
+                        return UploadOutcome(str(response.json()["still_id"]))
                     except (ValueError, KeyError, TypeError):
                         # Stored but unreadable: sent again, it is a duplicate (same sha256),
                         # which the server answers with the id.
@@ -466,15 +507,51 @@ class PhoneLink:
                     problem = f"{response.status_code} {response.text[:300]}"
                     phone.errors += 1
                     logger.warning("%s: the server refused %s: %s", phone.label, filename, problem)
-                    return None, problem
+                    return UploadOutcome(None, problem)
                 else:
                     problem = f"{response.status_code} {response.text[:300]}"
+                    if response.status_code == INSUFFICIENT_STORAGE:
+                        phone.errors += 1
+                        logger.warning("%s: no room for %s: %s", phone.label, filename, problem)
+                        return UploadOutcome(None, problem, keep=True)
             phone.errors += 1
             logger.info("%s: upload %d of %s failed: %s", phone.label, attempt, filename, problem)
-            if attempt < UPLOAD_ATTEMPTS:
+            if attempt < attempts:
                 await self.fleet.pause(backoff)
                 backoff = min(backoff * 2, RETRY_MAX_S)
-        return None, problem
+        return UploadOutcome(None, problem, keep=True)
+
+    async def drain_outbox(self) -> None:
+        """Upload the stills the server could not take yet, oldest first, until it takes them
+        (or refuses one for good); backs off while it cannot."""
+        phone = self.phone
+        backoff = OUTBOX_RETRY_FIRST_S
+        while not self.fleet.stopping.is_set():
+            if not phone.outbox:
+                phone.outbox_ready.clear()
+                backoff = OUTBOX_RETRY_FIRST_S
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(phone.outbox_ready.wait(), timeout=1.0)
+                continue
+            await self.fleet.pause(backoff)
+            if self.fleet.stopping.is_set():
+                return
+            kept = phone.outbox[0]
+            outcome = await self._upload(kept, attempts=1)
+            if outcome.keep:
+                backoff = min(backoff * 2, OUTBOX_RETRY_MAX_S)
+                logger.info(
+                    "%s: %d still(s) kept; next upload try in %g s",
+                    phone.label,
+                    len(phone.outbox),
+                    backoff,
+                )
+                continue
+            phone.outbox.popleft()
+            backoff = OUTBOX_RETRY_FIRST_S
+            if outcome.still_id is not None:
+                phone.stills_uploaded += 1
+                logger.info("%s: kept %s uploaded at last", phone.label, kept.filename)
 
     # --- Answering ----------------------------------------------------------------------------
 

@@ -21,7 +21,13 @@ from pydantic import Field, ValidationError
 from devices.api import ERRORS, FlipIn, Orientation, StrictSchema, device_auth, error_response
 from devices.models import Device
 from director.stills import services
-from director.stills.upload import FILE_FIELD, META_FIELD, ReceivedStill, StillUploadHandler
+from director.stills.upload import (
+    FILE_FIELD,
+    META_FIELD,
+    DiskFull,
+    ReceivedStill,
+    StillUploadHandler,
+)
 
 # Room in the request, beyond the file itself, for the meta part and the multipart framing.
 MULTIPART_OVERHEAD_BYTES = 128 * 1024
@@ -132,6 +138,10 @@ def _too_large(detail: str) -> HttpResponse:
     return error_response(413, "too_large", detail)
 
 
+def _disk_full(exc: DiskFull) -> HttpResponse:
+    return error_response(507, "insufficient_storage", str(exc))
+
+
 def _read_parts(
     request: HttpRequest, handler: StillUploadHandler
 ) -> tuple[ReceivedStill, str] | HttpResponse:
@@ -145,6 +155,8 @@ def _read_parts(
         )
     except (MultiPartParserError, TooManyFieldsSent, TooManyFilesSent) as exc:
         return error_response(400, "bad_request", f"The multipart body is malformed: {exc}.")
+    if handler.disk_full is not None:
+        return _disk_full(handler.disk_full)
     if handler.too_large:
         return _too_large(f"The file is larger than the limit of {handler.max_bytes} bytes.")
     if handler.received is None and FILE_FIELD in fields:
@@ -166,12 +178,13 @@ def _read_parts(
 @router.post(
     "/stills",
     auth=device_auth,
-    response={200: StillOut, 201: StillOut, **ERRORS},
+    response={200: StillOut, 201: StillOut, **ERRORS, 507: ERRORS[413]},
     summary="Upload a full-resolution still (multipart: file and meta)",
-    description="201 for a new still; 200 with the same still_id when these bytes (by sha256) "
-    "were already received, whatever the meta says. The file is judged by its bytes: JPEG or "
-    "HEIC, else 415; it must match meta.sha256 (else 422 checksum_mismatch) and decode "
-    "(else 422 undecodable).",
+    description="201 for a new still; 200 with the same still_id when this device already "
+    "sent these bytes (by sha256), whatever the meta says. The file is judged by its bytes: "
+    "JPEG or HEIC, else 415; it must match meta.sha256 (else 422 checksum_mismatch) and decode "
+    "(else 422 undecodable). 507 insufficient_storage when the server's disk is full: "
+    "nothing was kept, so keep the file and upload it again later.",
     openapi_extra={"requestBody": MULTIPART_BODY},
 )
 def still_upload(request: HttpRequest) -> Status[dict[str, Any]] | HttpResponse:
@@ -210,6 +223,8 @@ def still_upload(request: HttpRequest) -> Status[dict[str, Any]] | HttpResponse:
         except services.StillRefused as exc:
             status, code = REFUSALS[type(exc)]
             return error_response(status, code, str(exc))
+        except DiskFull as exc:
+            return _disk_full(exc)
         return Status(201 if result.created else 200, {"still_id": str(result.still.pk)})
     finally:
         # The temporary file is gone once stored (moved) or refused; this removes any remains.

@@ -15,9 +15,8 @@ from django.conf import settings
 from django.template.loader import render_to_string
 
 from devices.broadcast import FLEET_GROUP, DevicesChanged, PairingChanged
-from director import fragments, session_fragments
+from director import fragments, selectors, session_fragments
 from director.hero.broadcast import HeroPreview
-from director.models import PhotoshootSession
 from director.music.broadcast import MusicChanged
 from director.shared_renders import shared_renders
 from director.stills.broadcast import StillsChanged
@@ -223,8 +222,11 @@ class SessionConsumer(RegistryConsumer):
         self.session_task: asyncio.Task[None] | None = None
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
-            exists = await PhotoshootSession.objects.filter(pk=self.session_id).aexists()
-            if not exists:
+            # A session this operator may not see is answered as a missing one (404).
+            visible = await database_sync_to_async(selectors.session_visible)(
+                user=user, session_id=self.session_id
+            )
+            if not visible:
                 await self.accept()
                 await self.close(code=CLOSE_NOT_FOUND)
                 return
@@ -288,3 +290,13 @@ class SessionConsumer(RegistryConsumer):
                     urgent=part == "banner",
                 )
                 await self.send(text_data=html)
+
+
+class UnknownSocket(AsyncWebsocketConsumer):
+    """Any other socket path: closed with the not-found code, as an unknown page is a 404."""
+
+    async def connect(self) -> None:
+        # Accepted first: a close before the accept reaches the browser as a bare handshake
+        # failure, without the code.
+        await self.accept()
+        await self.close(code=CLOSE_NOT_FOUND)

@@ -76,7 +76,8 @@ class Still(models.Model):
     # Shared by the stills of one capture-all: the strip shows their spread.
     batch = models.UUIDField(null=True, blank=True, db_index=True)
     seq = models.PositiveIntegerField(help_text="Per session and device, from 1.")
-    sha256 = models.CharField(max_length=64, unique=True)
+    # Unique per device (see Meta): a retry is idempotent, another camera's bytes are its own.
+    sha256 = models.CharField(max_length=64)
     file = models.FileField(max_length=300)
     thumbnail = models.FileField(max_length=300, blank=True)
     content_type = models.CharField(max_length=32)
@@ -107,7 +108,10 @@ class Still(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["session", "device", "seq"], name="still_seq_unique_per_session_device"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["device", "sha256"], name="still_sha256_unique_per_device"
+            ),
         ]
         indexes = [models.Index(fields=["session", "captured_at"])]
 
@@ -328,6 +332,46 @@ class SessionExport(models.Model):
 
     def __str__(self) -> str:
         return f"export of {self.session_id} ({self.state})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in self.OPEN_STATES
+
+
+class PreflightRun(models.Model):
+    """One run of preflight started from the Live Director's Preflight page: its checks'
+    results as they come, then the go/no-go verdict. Written by a background job; only
+    `director/preflight/services.py` changes it. (`manage.py preflight` keeps no row.)"""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    OPEN_STATES = (State.QUEUED, State.RUNNING)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    requested_by = models.CharField(max_length=150)
+    requested_at = models.DateTimeField()
+    url = models.CharField(max_length=300, help_text="The deployment the run checks.")
+    state = models.CharField(
+        max_length=16, choices=State.choices, default=State.QUEUED, db_index=True
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    # The job writes this with every result; a running run that stops writing was interrupted.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    results = models.JSONField(default=list, help_text="The checks' results, in run order.")
+    passed = models.BooleanField(null=True, help_text="Go (true) or no-go, once done.")
+    error = models.TextField(blank=True, help_text="Why the run itself could not finish.")
+    session_id = models.UUIDField(null=True, blank=True, help_text="Its throwaway session.")
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self) -> str:
+        return f"preflight {self.pk} ({self.state})"
 
     @property
     def is_open(self) -> bool:

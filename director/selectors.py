@@ -2,18 +2,59 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from uuid import UUID
 
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django.http import Http404
 
 from devices.models import Device
 from devices.selectors import device_list
 from director import cards
 from director.models import PhotoshootSession
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-def session_list() -> QuerySet[PhotoshootSession]:
-    return PhotoshootSession.objects.select_related("operator").order_by("-created_at")
+    Operator = AbstractBaseUser | AnonymousUser
+
+
+def sessions_visible_to(user: Operator) -> QuerySet[PhotoshootSession]:
+    """Who sees which session: an operator sees the sessions they own, staff see every one,
+    and nobody else sees any. Every read of a session for a person goes through here; the
+    stills, music, exports, hero views and the socket of a session follow the same rule."""
+    sessions = PhotoshootSession.objects.all()
+    if not user.is_authenticated:
+        return sessions.none()
+    if user.is_staff:
+        return sessions
+    return sessions.filter(operator_id=user.pk)
+
+
+def session_list(*, user: Operator) -> QuerySet[PhotoshootSession]:
+    return sessions_visible_to(user).select_related("operator").order_by("-created_at")
+
+
+def session_get_for_operator(*, user: Operator, session_id: UUID | str) -> PhotoshootSession:
+    """The session if `user` may see it, else 404: the same answer as for an id that does not
+    exist, so ids of other operators' sessions cannot be told from made-up ones."""
+    try:
+        session = (
+            sessions_visible_to(user).select_related("operator", "hero").filter(pk=session_id)
+        ).first()
+    except ValidationError:  # not a UUID at all
+        session = None
+    if session is None:
+        raise Http404("There is no such session, or it is not yours to see.")
+    return session
+
+
+def session_visible(*, user: Operator, session_id: UUID | str) -> bool:
+    try:
+        return sessions_visible_to(user).filter(pk=session_id).exists()
+    except ValidationError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@ event log. Each part is one partial; pages include it, pushes send it out of ban
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -14,6 +16,7 @@ from django.utils import timezone
 
 from director import cards, ghost_selectors
 from director.event_log import event_log
+from director.hero.sdp import ice_servers
 from director.models import PhotoshootSession, Still
 from director.music import selectors as music_selectors
 from director.stills.fragments import strip_fragment
@@ -53,6 +56,8 @@ def _hero(session: PhotoshootSession) -> dict[str, Any]:
         # How long the last switch took to reach the picture, if it was this hero's.
         "on_air": on_air.payload if on_air and hero and on_air.device_id == hero.pk else None,
         "whep_url": reverse("director:session_whep", args=[session.pk]),
+        # The browser's player needs the same STUN/TURN servers as the relay (hero.js).
+        "ice_servers": json.dumps(ice_servers(settings.MOTIONMIX_ICE_SERVERS)),
     }
 
 

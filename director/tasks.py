@@ -66,3 +66,12 @@ def music_analysis_sweep() -> int:
     for track_id in due:
         music_analyse.delay(str(track_id))
     return len(due)
+
+
+@shared_task
+def preflight_run_task(run_id: str) -> str:
+    """Start one queued preflight run from the Preflight page (queued on commit by its
+    request) on a thread of this worker, and return at once: see preflight_run_in_background."""
+    from director.preflight.jobs import preflight_run_in_background
+
+    return preflight_run_in_background(run_id=UUID(run_id)).name

@@ -32,6 +32,8 @@ from devices.tasks import (
 )
 from director.export.services import EXPORTS_WANTED
 from director.music.jobs import ANALYSIS_WANTED, music_analysis_dispatch
+from director.preflight.jobs import preflight_runs_run_queued
+from director.preflight.services import PREFLIGHT_WANTED
 from director.tasks import (
     ghost_policies_tick,
     proposals_sweep_expired,
@@ -91,6 +93,8 @@ SCHEDULE = [
     # left waiting (a restart mid-analysis).
     Job(30.0, music_analysis_dispatch, wanted=ANALYSIS_WANTED),
     Job(30.0, session_exports_sweep, wanted=EXPORTS_WANTED, long=True),
+    # Runs started from the Preflight page: about a minute of checks, on a thread of its own.
+    Job(30.0, preflight_runs_run_queued, wanted=PREFLIGHT_WANTED, long=True),
     Job(5.0, ledger_watch.wake_sync, wanted=FLUSH_WANTED),
     Job(1.0, ledger_watch.push_if_changed),
 ]

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from django.urls import path
 
-from director import views, views_coverage, views_hero, views_session
+from director import views, views_coverage, views_hero, views_preflight, views_session
 from director.export import views as export_views
 from director.music import views as music_views
+from director.preflight import status as preflight_status
 from director.stills import views as stills_views
 
 app_name = "director"
@@ -82,6 +83,10 @@ urlpatterns = [
     path("registry/devices/<uuid:device_id>/lens", views.device_lens, name="device_lens"),
     path("registry/devices/<uuid:device_id>/flip", views.device_flip, name="device_flip"),
     path("registry/devices/<uuid:device_id>/capture", views.device_capture, name="device_capture"),
+    path("preflight/", views_preflight.preflight_page, name="preflight"),
+    path("preflight/run", views_preflight.preflight_start, name="preflight_start"),
+    path("preflight/panel", views_preflight.preflight_panel, name="preflight_panel"),
+    path("preflight/status.json", preflight_status.preflight_status, name="preflight_status"),
     path("stills/<uuid:still_id>/", stills_views.still_detail, name="still_detail"),
     path("stills/<uuid:still_id>/original", stills_views.still_original, name="still_original"),
     path("stills/<uuid:still_id>/thumb.jpg", stills_views.still_thumbnail, name="still_thumbnail"),

@@ -13,7 +13,6 @@ from devices.models import Device
 from director import dom, selectors, services, session_fragments
 from director.coverage_map import build_coverage_map
 from director.forms import FlipForm, SessionForm, ZoomForm
-from director.models import PhotoshootSession
 from director.pairing import pairing_view
 from ledger.selectors import ledger_status
 
@@ -32,7 +31,7 @@ def session_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "director/session_list.html",
-        {"sessions": selectors.session_list(), "form": SessionForm()},
+        {"sessions": selectors.session_list(user=request.user), "form": SessionForm()},
     )
 
 
@@ -43,7 +42,7 @@ def session_create(request: HttpRequest) -> HttpResponse:
         return render(
             request,
             "director/session_list.html",
-            {"sessions": selectors.session_list(), "form": form},
+            {"sessions": selectors.session_list(user=request.user), "form": form},
             status=400,
         )
     services.session_create(operator=request.user, **form.cleaned_data)  # type: ignore[arg-type]
@@ -51,7 +50,7 @@ def session_create(request: HttpRequest) -> HttpResponse:
 
 
 def _session_transition(request: HttpRequest, session_id: str, action: str) -> HttpResponse:
-    session = get_object_or_404(PhotoshootSession, pk=session_id)
+    session = selectors.session_get_for_operator(user=request.user, session_id=session_id)
     try:
         if action == "start":
             session = services.session_start(session_id=session.pk)
@@ -96,6 +95,13 @@ def registry(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def pairing_rotate(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        # Rotating voids the code every camera pairs with: a studio admin's call.
+        return _toast(
+            HttpResponse(status=403),
+            "Only an admin (staff) can issue a new pairing code; ask one to rotate it.",
+            "error",
+        )
     device_services.pairing_code_rotate(reason="operator")
     response = render(
         request,

@@ -7,25 +7,24 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_POST
 
-from director import ghost, services, session_fragments
+from director import ghost, selectors, services, session_fragments
 from director.coverage_map import build_coverage_map
 from director.forms import GhostModeForm, VetoForm
 from director.models import GhostProposal
 from director.pairing import pairing_view
-from director.selectors import registry_devices, registry_summary
 from director.views import _base_url, _refused, _toast
 from ledger.selectors import ledger_status
 
 
 @require_GET
 def session_live(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = session_fragments.session_get(session_id=session_id)
-    devices = registry_devices()
+    session = selectors.session_get_for_operator(user=request.user, session_id=session_id)
+    devices = selectors.registry_devices()
     context = {
         **session_fragments.page_context(session),
         "devices": devices,
         "coverage": build_coverage_map(devices),
-        "summary": registry_summary(devices),
+        "summary": selectors.registry_summary(devices),
         "pairing": pairing_view(base_url=_base_url(request)),
         "ledger": ledger_status(),
     }
@@ -34,13 +33,13 @@ def session_live(request: HttpRequest, session_id: str) -> HttpResponse:
 
 @require_GET
 def session_banner(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = session_fragments.session_get(session_id=session_id)
+    session = selectors.session_get_for_operator(user=request.user, session_id=session_id)
     return HttpResponse(session_fragments.part(session=session, name="banner"))
 
 
 @require_POST
 def session_ghost_mode(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = session_fragments.session_get(session_id=session_id)
+    session = selectors.session_get_for_operator(user=request.user, session_id=session_id)
     form = GhostModeForm(request.POST)
     if not form.is_valid():
         return _toast(HttpResponse(status=400), form.error_text(), "error")
@@ -54,8 +53,9 @@ def session_ghost_mode(request: HttpRequest, session_id: str) -> HttpResponse:
     return _toast(response, f"Ghost: {session.get_ghost_mode_display().lower()}.")
 
 
-def _proposal(session_id: str, proposal_id: str) -> GhostProposal:
-    return get_object_or_404(GhostProposal, pk=proposal_id, session_id=session_id)
+def _proposal(request: HttpRequest, session_id: str, proposal_id: str) -> GhostProposal:
+    session = selectors.session_get_for_operator(user=request.user, session_id=session_id)
+    return get_object_or_404(GhostProposal, pk=proposal_id, session_id=session.pk)
 
 
 def _decided(proposal: GhostProposal, message: str, level: str = "info") -> HttpResponse:
@@ -67,7 +67,7 @@ def _decided(proposal: GhostProposal, message: str, level: str = "info") -> Http
 
 @require_POST
 def proposal_accept(request: HttpRequest, session_id: str, proposal_id: str) -> HttpResponse:
-    proposal = _proposal(session_id, proposal_id)
+    proposal = _proposal(request, session_id, proposal_id)
     try:
         proposal = ghost.proposal_accept(
             proposal_id=proposal.pk, decided_by=request.user.get_username()
@@ -83,7 +83,7 @@ def proposal_accept(request: HttpRequest, session_id: str, proposal_id: str) -> 
 
 @require_POST
 def proposal_veto(request: HttpRequest, session_id: str, proposal_id: str) -> HttpResponse:
-    proposal = _proposal(session_id, proposal_id)
+    proposal = _proposal(request, session_id, proposal_id)
     form = VetoForm(request.POST)
     if not form.is_valid():
         return _toast(HttpResponse(status=400), form.error_text(), "error")
@@ -99,7 +99,7 @@ def proposal_veto(request: HttpRequest, session_id: str, proposal_id: str) -> Ht
 @require_POST
 def proposal_done(request: HttpRequest, session_id: str, proposal_id: str) -> HttpResponse:
     """The crew moved the camera: the operator marks an accepted reposition done."""
-    proposal = _proposal(session_id, proposal_id)
+    proposal = _proposal(request, session_id, proposal_id)
     try:
         proposal = ghost.proposal_execute(
             proposal_id=proposal.pk, marked_done_by=request.user.get_username()

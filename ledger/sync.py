@@ -300,7 +300,12 @@ def wake() -> None:
     delay = settings.LEDGER_FLUSH_DELAY_S
     # One queued flush covers every event committed before it runs; the periodic sweep
     # catches any that slip between two.
-    if cache.add("ledger:flush-queued", 1, timeout=max(1, round(delay))):
-        from ledger.tasks import outbox_flush_task
+    try:
+        if cache.add("ledger:flush-queued", 1, timeout=max(1, round(delay))):
+            from ledger.tasks import outbox_flush_task
 
-        outbox_flush_task.apply_async(countdown=delay)
+            outbox_flush_task.apply_async(countdown=delay)
+    except Exception as exc:
+        # Redis (the cache and the broker) away: the events are committed and wait in the
+        # outbox; the periodic sweep sends them once it is back. Nothing to raise to a page.
+        logger.warning("could not queue a ledger flush (%s); the sweep will send the events", exc)

@@ -25,6 +25,7 @@ from devices.heartbeats import heartbeat_endpoint  # noqa: E402
 from devices.longpoll import PATH as COMMANDS_PATH  # noqa: E402
 from devices.longpoll import commands_endpoint  # noqa: E402
 from director.routing import websocket_urlpatterns as director_ws  # noqa: E402
+from motionmix.limits import with_body_limits  # noqa: E402
 from motionmix.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
 PING_BODY = b'{"ok":true}'
@@ -45,11 +46,12 @@ async def ping(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def with_fast_paths(app: ASGIApp) -> ASGIApp:
-    async def http(scope: Scope, receive: Receive, send: Send) -> None:
+    """`app` behind the fast paths; every path but `/_ping` (which reads no body) is behind
+    its body cap (motionmix/limits.py)."""
+
+    async def routes(scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
-        if path == "/_ping":
-            await ping(scope, receive, send)
-        elif path == HEARTBEAT_PATH:
+        if path == HEARTBEAT_PATH:
             # The hottest device call skips Django's request cycle (devices/heartbeats.py).
             await heartbeat_endpoint(scope, receive, send)
         elif path == COMMANDS_PATH:
@@ -57,6 +59,14 @@ def with_fast_paths(app: ASGIApp) -> ASGIApp:
             await commands_endpoint(scope, receive, send)
         else:
             await app(scope, receive, send)
+
+    limited = with_body_limits(routes)
+
+    async def http(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/_ping":
+            await ping(scope, receive, send)
+        else:
+            await limited(scope, receive, send)
 
     return http
 

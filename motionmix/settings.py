@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("MOTIONMIX_VAR_DIR", BASE_DIR / "var"))
@@ -306,6 +307,62 @@ MOTIONMIX_HERO_VIEWER_CODEC = os.environ.get("MOTIONMIX_HERO_VIEWER_CODEC", "").
 MOTIONMIX_POSE_MAX_FRAMES = int(os.environ.get("MOTIONMIX_POSE_MAX_FRAMES", "300"))
 # The address devices are told to reach, printed in the pairing QR code.
 MOTIONMIX_PUBLIC_URL = os.environ.get("MOTIONMIX_PUBLIC_URL", "")
+
+# --- Request limits (motionmix/limits.py) and register rate limits (devices/ratelimit.py) -------
+
+# Bodies are capped per endpoint before anything reads them (413 above): a JSON call of the
+# device or Ghost API, a pose batch (300 frames of 33 keypoints at a phone's full float
+# precision is about 600 KB), stills (MOTIONMIX_STILL_MAX_BYTES), music tracks
+# (MOTIONMIX_MUSIC_MAX_BYTES), SDP offers (64 KB); operator pages and the admin take
+# DATA_UPLOAD_MAX_MEMORY_SIZE.
+MOTIONMIX_MAX_BODY_BYTES = int(os.environ.get("MOTIONMIX_MAX_BODY_BYTES", str(64 * 1024)))
+MOTIONMIX_POSE_MAX_BODY_BYTES = int(
+    os.environ.get("MOTIONMIX_POSE_MAX_BODY_BYTES", str(1024 * 1024))
+)
+# Register calls (successful or not) allowed within the window, per client address and per
+# install id, before register answers 429. A whole rig pairing at once from one address (a
+# NAT) must fit under the first.
+MOTIONMIX_REGISTER_MAX_PER_ADDRESS = int(os.environ.get("MOTIONMIX_REGISTER_MAX_PER_ADDRESS", "60"))
+MOTIONMIX_REGISTER_MAX_PER_INSTALL = int(os.environ.get("MOTIONMIX_REGISTER_MAX_PER_INSTALL", "10"))
+MOTIONMIX_REGISTER_WINDOW_S = int(os.environ.get("MOTIONMIX_REGISTER_WINDOW_S", "60"))
+# The reverse proxies in front of the server (addresses or networks, comma-separated). Only a
+# request from one of them has its client address taken from X-Forwarded-For (the rightmost
+# address that is not a trusted proxy); otherwise every client behind the proxy would share
+# its address, and anyone could claim any address by sending the header.
+MOTIONMIX_TRUSTED_PROXIES = env_list("MOTIONMIX_TRUSTED_PROXIES", [])
+
+# --- The scaled profile (director/scaled/, `make run-scaled`, docs/deploy.md) -------------------
+# What this process serves. "all": everything, the hero relay on this process's own loop (the
+# embedded default). "web": pages, API and sockets; WHIP and WHEP go to MOTIONMIX_HERO_RELAY_URL.
+# "relay": the one process that holds the hero relay's peers (it serves the same app).
+MOTIONMIX_ROLE = os.environ.get("MOTIONMIX_ROLE", "all").strip().lower() or "all"
+# Where WHIP (/api/v1/whip...) and WHEP (/sessions/<id>/whep...) go from web processes and from
+# the built-in proxy: the relay process, or an external WHIP/WHEP SFU speaking the same paths.
+MOTIONMIX_HERO_RELAY_URL = os.environ.get("MOTIONMIX_HERO_RELAY_URL", "").rstrip("/")
+# Daphne takes the client's address and scheme from X-Forwarded-For/-Proto only behind a proxy
+# (the same switch as SECURE_PROXY_SSL_HEADER above).
+MOTIONMIX_BEHIND_PROXY = env_bool("DJANGO_BEHIND_PROXY", default=False)
+# A local production rehearsal (`make run-scaled` sets it): production settings served over
+# plain HTTP on this machine, so the HTTPS-only settings are off by design and the HTTPS checks
+# (Django's --deploy warnings, preflight's) say so instead of failing. Never in a deployment.
+MOTIONMIX_LOCAL_REHEARSAL = env_bool("MOTIONMIX_LOCAL_REHEARSAL", default=False)
+if MOTIONMIX_LOCAL_REHEARSAL:
+    SILENCED_SYSTEM_CHECKS = [
+        *SILENCED_SYSTEM_CHECKS,
+        "security.W004",  # HSTS
+        "security.W008",  # SSL redirect
+        "security.W012",  # session cookie secure
+        "security.W016",  # CSRF cookie secure
+    ]
+if MOTIONMIX_ROLE not in {"all", "web", "relay"}:
+    raise ImproperlyConfigured(
+        f"MOTIONMIX_ROLE is {MOTIONMIX_ROLE!r}; give all, web or relay (docs/deploy.md)."
+    )
+if MOTIONMIX_ROLE == "web" and not MOTIONMIX_HERO_RELAY_URL:
+    raise ImproperlyConfigured(
+        "MOTIONMIX_ROLE=web needs MOTIONMIX_HERO_RELAY_URL: the relay process's (or an external "
+        "SFU's) http:// address, where WHIP and WHEP are sent."
+    )
 
 # The production ledger in Convex. Without CONVEX_URL events wait in the outbox (and say so).
 CONVEX_URL = os.environ.get("CONVEX_URL", "")

@@ -49,6 +49,20 @@ def _no_convex_outage_left_over() -> Iterator[None]:
     cache.delete_many([OUTAGE_KEY, FLUSH_LOCK_KEY])
 
 
+@pytest.fixture(autouse=True)
+def _no_server_loop_left_on_this_thread() -> Iterator[None]:
+    """A test that drives async code from this thread (`async_to_sync` around the ASGI app or
+    a consumer) leaves asgiref's record of that loop on the thread, closed, once it is done.
+    `ledger.pushes.send_soon` reads such a record as a server shutting down and drops its
+    pushes; a test is a fresh process's thread, so the record goes with the test."""
+    yield
+    from asgiref.sync import SyncToAsync
+
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if loop is not None and not loop.is_running():
+        del SyncToAsync.threadlocal.main_event_loop
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _fast_password_hashing() -> None:
     """In-process tests hash operators' passwords with a cheap hasher: PBKDF2's deliberate

@@ -26,6 +26,8 @@ PAIRING_CODE_LENGTH = 6
 # A beat whose device clock is at most this much behind the last one was overtaken in flight.
 REORDER_WINDOW_S = 30.0
 TOKEN_PREFIX = "mmd_"  # noqa: S105 - a label on every token, not a secret
+# Wrong pairing codes are kept this long (the admin lists them), then pruned.
+PAIRING_FAILURES_KEPT = timedelta(days=1)
 
 
 class PairingRefused(Exception):
@@ -110,6 +112,10 @@ def _pairing_check(*, code: str, address: str) -> None:
         # Its own transaction: the failure must count even though the register call fails.
         with transaction.atomic():
             PairingFailure.objects.create(address=address, at=now)
+            # Past the window a failure no longer counts; the admin keeps a day of them.
+            window = timedelta(seconds=settings.MOTIONMIX_PAIRING_FAILURE_WINDOW_S)
+            kept = max(PAIRING_FAILURES_KEPT, window)
+            PairingFailure.objects.filter(at__lt=now - kept).delete()
         raise PairingRefused(
             "The pairing code is wrong or has expired. Read the current code off the "
             "Live Director's registry page."

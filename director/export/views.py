@@ -11,7 +11,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods
 
-from director import session_fragments
+from director import selectors
 from director.export.jobs import zip_name
 from director.export.selectors import export_get_done, export_panel_context
 from director.export.services import ExportRequestRefused, session_export_request
@@ -19,7 +19,7 @@ from director.views import _refused
 
 
 def _panel(request: HttpRequest, session_id: UUID) -> HttpResponse:
-    session = session_fragments.session_get(session_id=session_id)
+    session = selectors.session_get_for_operator(user=request.user, session_id=session_id)
     html = render_to_string(
         "director/partials/export_panel.html", export_panel_context(session=session), request
     )
@@ -30,7 +30,7 @@ def _panel(request: HttpRequest, session_id: UUID) -> HttpResponse:
 def session_export(request: HttpRequest, session_id: UUID) -> HttpResponse:
     """GET: the panel (polled while an export runs). POST: export the session as a zip."""
     if request.method == "POST":
-        session = session_fragments.session_get(session_id=session_id)
+        session = selectors.session_get_for_operator(user=request.user, session_id=session_id)
         try:
             session_export_request(
                 session_id=session.pk,
@@ -45,6 +45,8 @@ def session_export(request: HttpRequest, session_id: UUID) -> HttpResponse:
 @require_GET
 def export_download(request: HttpRequest, export_id: UUID) -> HttpResponse:
     export = export_get_done(export_id=export_id)
+    # An export is its session's: whoever may not see the session gets the same 404.
+    selectors.session_get_for_operator(user=request.user, session_id=export.session_id)
     path = Path(settings.MEDIA_ROOT) / export.file
     if not path.is_file():
         return HttpResponse(

@@ -93,6 +93,8 @@ class Viewer:
     pc: RTCPeerConnection
     track: MediaStreamTrack
     codec: str = ""
+    # The operator's user id: only they may end this view (DELETE on its Location).
+    owner_id: int | None = None
     created_at: float = field(default_factory=time.monotonic)
     closing: bool = False
 
@@ -345,10 +347,16 @@ class HeroRelay:
             while True:
                 await tap.recv()
 
-    async def watch(self, *, session_id: str, offer: str, user: str) -> tuple[Viewer, str]:
-        return await _detached(self._watch(session_id=session_id, offer=offer, user=user))
+    async def watch(
+        self, *, session_id: str, offer: str, user: str, owner_id: int | None = None
+    ) -> tuple[Viewer, str]:
+        return await _detached(
+            self._watch(session_id=session_id, offer=offer, user=user, owner_id=owner_id)
+        )
 
-    async def _watch(self, *, session_id: str, offer: str, user: str) -> tuple[Viewer, str]:
+    async def _watch(
+        self, *, session_id: str, offer: str, user: str, owner_id: int | None
+    ) -> tuple[Viewer, str]:
         if self.closed:
             raise RelayRefused("The relay is shutting down; reconnect shortly.", status=503)
         if len(self.viewers) >= self.settings.max_viewers:
@@ -361,7 +369,12 @@ class HeroRelay:
         pc = RTCPeerConnection(self.settings.configuration)
         track = ViewerTrack(self.media.subscribe(output, buffered=False))
         viewer = Viewer(
-            viewer_id=secrets.token_hex(12), session_id=session_id, user=user, pc=pc, track=track
+            viewer_id=secrets.token_hex(12),
+            session_id=session_id,
+            user=user,
+            pc=pc,
+            track=track,
+            owner_id=owner_id,
         )
 
         @pc.on("connectionstatechange")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
@@ -107,25 +108,36 @@ def prefer_codec(transceiver: RTCRtpTransceiver, name: str) -> None:
         transceiver.setCodecPreferences(first + rest)
 
 
-def rtc_configuration(ice_servers_json: str) -> RTCConfiguration:
-    """The peers' configuration from MOTIONMIX_ICE_SERVERS (JSON list; empty by default)."""
+def ice_servers(ice_servers_json: str) -> list[dict[str, Any]]:
+    """MOTIONMIX_ICE_SERVERS (a JSON list; empty by default), checked: each entry has `urls`.
+
+    The relay's peers and the operators' browsers use the same list: a TURN server that only
+    one side knew would leave the other side without the relayed candidates it needs."""
     try:
         entries = json.loads(ice_servers_json or "[]")
     except json.JSONDecodeError as exc:
         raise ValueError(f"MOTIONMIX_ICE_SERVERS is not JSON: {exc}") from None
     if not isinstance(entries, list):
         raise ValueError("MOTIONMIX_ICE_SERVERS must be a JSON list of ICE servers.")
-    servers = []
+    servers: list[dict[str, Any]] = []
     for entry in entries:
         if not isinstance(entry, dict) or "urls" not in entry:
             raise ValueError("Each ICE server needs `urls` (and, for TURN, username/credential).")
-        servers.append(
-            RTCIceServer(
-                urls=entry["urls"],
-                username=entry.get("username"),
-                credential=entry.get("credential"),
-            )
+        keep = {key: entry[key] for key in ("urls", "username", "credential") if key in entry}
+        servers.append(keep)
+    return servers
+
+
+def rtc_configuration(ice_servers_json: str) -> RTCConfiguration:
+    """The relay's peers' configuration from MOTIONMIX_ICE_SERVERS."""
+    servers = [
+        RTCIceServer(
+            urls=entry["urls"],
+            username=entry.get("username"),
+            credential=entry.get("credential"),
         )
+        for entry in ice_servers(ice_servers_json)
+    ]
     return RTCConfiguration(iceServers=servers)
 
 

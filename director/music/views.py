@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
-from director import session_fragments
+from director import selectors as session_selectors
 from director.models import MusicTrack, PhotoshootSession
 from director.music import selectors, services
 from director.music.ranges import ranged_file_response
@@ -61,7 +61,7 @@ def content_type_of(track: MusicTrack) -> str:
 
 @require_GET
 def music_panel(request: HttpRequest, session_id: UUID) -> HttpResponse:
-    session = session_fragments.session_get(session_id=session_id)
+    session = session_selectors.session_get_for_operator(user=request.user, session_id=session_id)
     return HttpResponse(_panel(session))
 
 
@@ -73,7 +73,7 @@ def music_upload(request: HttpRequest, session_id: UUID) -> HttpResponse:
 
     The upload handler must be set before anything reads the body, and the CSRF middleware
     reads it for a POST: so the check runs here, after (Django's documented way)."""
-    session = session_fragments.session_get(session_id=session_id)
+    session = session_selectors.session_get_for_operator(user=request.user, session_id=session_id)
     max_bytes = settings.MOTIONMIX_MUSIC_MAX_BYTES
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -127,7 +127,8 @@ def _upload(
 @require_GET
 def music_file(request: HttpRequest, session_id: UUID, track_id: UUID) -> HttpResponse:
     """The track's bytes as uploaded, whole or by range (the player seeks with ranges)."""
-    track = selectors.music_track_get(session_id=session_id, track_id=track_id)
+    session = session_selectors.session_get_for_operator(user=request.user, session_id=session_id)
+    track = selectors.music_track_get(session_id=session.pk, track_id=track_id)
     name = track.file.name
     if not name or not default_storage.exists(name):
         raise Http404("The file of this track is missing from the storage.")
@@ -157,11 +158,16 @@ def _number(value: Any) -> float | None:
 @require_POST
 def music_cue(request: HttpRequest, session_id: UUID) -> JsonResponse:
     """JSON `{track_id, action: play|pause|seek|ended, position_s, client_time?}` → 201
-    `{seq, server_time}`. Errors: `{error, detail}` with 400, 404 or 409."""
+    `{seq, server_time}`. Errors: `{error, detail}` with 400, 404, 409 or 413."""
     received_at = timezone.now()
-    session = session_fragments.session_get(session_id=session_id)
+    session = session_selectors.session_get_for_operator(user=request.user, session_id=session_id)
+    if request.content_type == "multipart/form-data":
+        # Not JSON, and the CSRF check has already read the form's stream: refused unread.
+        return _error(400, "bad_json", "Send the cue as a JSON object (application/json).")
     if len(request.body) > CUE_MAX_BYTES:
-        return _error(400, "bad_json", "A cue is a small JSON object.")
+        return _error(
+            413, "too_large", f"A cue is a small JSON object of {CUE_MAX_BYTES} bytes at most."
+        )
     try:
         body = json.loads(request.body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -196,10 +202,11 @@ def music_cue(request: HttpRequest, session_id: UUID) -> JsonResponse:
 
 @require_POST
 def music_analysis_retry(request: HttpRequest, session_id: UUID, track_id: UUID) -> HttpResponse:
-    track = selectors.music_track_get(session_id=session_id, track_id=track_id)
+    session = session_selectors.session_get_for_operator(user=request.user, session_id=session_id)
+    track = selectors.music_track_get(session_id=session.pk, track_id=track_id)
     try:
         services.music_analysis_retry(track_id=track.pk)
     except services.MusicRefused as exc:
         return _refused(exc.status, str(exc))
-    session = session_fragments.session_get(session_id=session_id)
+    session.refresh_from_db()
     return _toast(HttpResponse(_panel(session)), "Finding the beat again…")

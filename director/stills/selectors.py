@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from uuid import UUID
 
-from django.db.models import Count, Max, Min
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Max, Min, Q
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from director.models import Still
+from director.selectors import sessions_visible_to
+
+if TYPE_CHECKING:
+    from director.selectors import Operator
 
 STRIP_LIMIT = 24
 
@@ -16,6 +23,22 @@ STRIP_LIMIT = 24
 def still_get(*, still_id: UUID | str) -> Still:
     """The still, or 404."""
     return get_object_or_404(Still.objects.select_related("device", "session"), pk=still_id)
+
+
+def still_get_for_operator(*, user: Operator, still_id: UUID | str) -> Still:
+    """The still if `user` may see its session (a still taken outside any session is the
+    studio's, like the camera that took it), else 404 as for an unknown id."""
+    if not user.is_authenticated:
+        raise Http404("There is no such still, or it is not yours to see.")
+    visible = Q(session__isnull=True) | Q(session__in=sessions_visible_to(user))
+    try:
+        still = Still.objects.select_related("device", "session").filter(visible, pk=still_id)
+        found = still.first()
+    except ValidationError:  # not a UUID at all
+        found = None
+    if found is None:
+        raise Http404("There is no such still, or it is not yours to see.")
+    return found
 
 
 def still_batch_siblings(*, still: Still) -> list[Still]:

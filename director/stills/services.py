@@ -19,7 +19,7 @@ import ledger
 from devices.models import Device, DeviceCommand
 from director.models import PhotoshootSession, Still
 from director.stills import broadcast, images, naming
-from director.stills.upload import ReceivedStill
+from director.stills.upload import ReceivedStill, storage_save_whole
 
 logger = logging.getLogger(__name__)
 
@@ -76,21 +76,23 @@ class StillIngested:
 def still_ingest(
     *, device_id: UUID, upload: ReceivedStill, meta: StillMeta, received_at: datetime
 ) -> StillIngested:
-    """Check, store and record one uploaded still; idempotent by content.
+    """Check, store and record one uploaded still; idempotent by content, per device.
 
-    The same bytes again (same sha256) answer the still already stored, whatever the meta says:
-    nothing is replaced. Checks and decoding happen before the transaction, so the write lock
-    (SQLite takes it at BEGIN) is held only for the row, the ledger event and moving the file.
-    The file is saved inside the transaction; if the transaction does not commit, the saved
-    files are deleted again. Two uploads of the same bytes at once end in one row: the loser
-    of the race meets the unique sha256, and answers the winner's row.
+    The same bytes again from the same device (same sha256) answer the still already stored,
+    whatever the meta says: nothing is replaced. The same bytes from another device are that
+    device's own still (a device learns nothing of others' stills). Checks and decoding
+    happen before the transaction, so the write lock (SQLite takes it at BEGIN) is held only
+    for the row, the ledger event and moving the file. The file is saved inside the
+    transaction; if the transaction does not commit, the saved files are deleted again. Two
+    uploads of the same bytes from one device at once end in one row: the loser of the race
+    meets the unique (device, sha256), and answers the winner's row.
     """
     if upload.sha256 != meta.sha256.lower():
         raise StillChecksumMismatch(
             f"The file's sha256 is {upload.sha256}, not {meta.sha256} as the meta says: the "
             f"{upload.size} bytes that arrived differ from those hashed. Upload it again."
         )
-    existing = Still.objects.filter(sha256=upload.sha256).first()
+    existing = Still.objects.filter(device_id=device_id, sha256=upload.sha256).first()
     if existing is not None:
         return StillIngested(still=existing, created=False)
     media = images.sniff_file(upload.path)
@@ -126,7 +128,7 @@ def still_ingest(
         )
     except IntegrityError:
         _delete_files(saved)
-        winner = Still.objects.filter(sha256=upload.sha256).first()
+        winner = Still.objects.filter(device_id=device_id, sha256=upload.sha256).first()
         if winner is None:
             raise
         return StillIngested(still=winner, created=False)
@@ -178,7 +180,7 @@ def _store(
 ) -> StillIngested:
     # The device's row is the lock that makes seq gap-free per (session, device).
     device = Device.objects.select_for_update().get(pk=device_id)
-    winner = Still.objects.filter(sha256=upload.sha256).first()
+    winner = Still.objects.filter(device=device, sha256=upload.sha256).first()
     if winner is not None:
         # The same bytes landed while these were being checked (a retry racing its original).
         return StillIngested(still=winner, created=False)
@@ -205,9 +207,9 @@ def _store(
     )
     # The original goes through the storage API untouched (a local storage moves the temporary
     # file into place; S3 uploads it), the thumbnail beside it under thumbs/.
-    file_name = default_storage.save(name, upload.file)
+    file_name = storage_save_whole(name, upload.file)  # a full disk: DiskFull, nothing left
     saved.append(file_name)
-    thumb_name = default_storage.save(
+    thumb_name = storage_save_whole(
         naming.thumbnail_name(file_name), ContentFile(inspected.thumbnail)
     )
     saved.append(thumb_name)

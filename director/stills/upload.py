@@ -3,10 +3,14 @@ in memory whole, and cut off as soon as it passes the size limit."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.files import File
+from django.core.files.storage import Storage, default_storage
 from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile, StopUpload
 from django.http import HttpRequest
@@ -15,6 +19,8 @@ FILE_FIELD = "file"
 META_FIELD = "meta"
 # The meta part is a small JSON object; some HTTP stacks send it as a file part of its own.
 META_MAX_BYTES = 64 * 1024
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +67,7 @@ class StillUploadHandler(FileUploadHandler):
         super().__init__(request)
         self.max_bytes = max_bytes
         self.too_large = False
+        self.disk_full: DiskFull | None = None
         self.received: ReceivedStill | None = None
         self.meta_text: str | None = None
         self._field: str | None = None
@@ -106,7 +113,15 @@ class StillUploadHandler(FileUploadHandler):
             # Stop reading: nothing past the limit is written or hashed.
             raise StopUpload(connection_reset=True)
         self._hash.update(raw_data)
-        self._file.write(raw_data)
+        try:
+            self._file.write(raw_data)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            # The temporary folder is full: keep nothing of it, read no further.
+            self.disk_full = DiskFull.of(exc, where="the upload's temporary folder")
+            self._discard()
+            raise StopUpload(connection_reset=True) from None
         return None
 
     def file_complete(self, file_size: int) -> None:
@@ -141,3 +156,45 @@ class StillUploadHandler(FileUploadHandler):
         self._discard()
         if self.received is not None:
             self.received.close()
+
+
+# --- A full disk ------------------------------------------------------------------------------
+# Kept apart from the size and duplicate checks above: what happens when a write finds the
+# disk (or the quota) full. The device is answered 507 and keeps its copy; nothing partial is
+# left behind, so the same upload later, once there is room, is stored whole.
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+class DiskFull(Exception):
+    """No room to store an upload (507 insufficient_storage); nothing of it was kept."""
+
+    @classmethod
+    def of(cls, exc: OSError, *, where: str) -> DiskFull:
+        return cls(
+            f"The server has no room left in {where} ({exc.strerror or exc}); nothing of this "
+            "upload was kept. Keep the file on the device and upload it again later; the "
+            "operator must free space on the server."
+        )
+
+
+def storage_save_whole(name: str, content: File, *, storage: Storage | None = None) -> str:
+    """`storage.save(name, content)`, but a write that finds the disk full removes what it
+    had written and raises DiskFull: a half-written file is never left under the name."""
+    storage = storage or default_storage
+    name = storage.get_available_name(name)
+    try:
+        return storage.save(name, content)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        try:
+            if storage.exists(name):
+                storage.delete(name)
+        except OSError:
+            logger.exception("could not remove the partial %s after a full disk", name)
+        raise DiskFull.of(exc, where="the media storage") from exc

@@ -1,5 +1,10 @@
 """Operator views of stills: the full-size page, and the files behind it (login required, as
-every operator page is; the storage may be private S3, so files go through Django)."""
+every operator page is; the storage may be private S3, so files go through Django).
+
+The page, the original and the full-size preview are the session's: only who may see the
+session gets them (404 otherwise). The thumbnail is the studio's, like the live preview of the
+camera's card: the registry's device cards and stills strip show every camera to every
+operator, so it is served to any logged-in operator."""
 
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ def _download_name(still: Still) -> str:
 
 @require_GET
 def still_detail(request: HttpRequest, still_id: str) -> HttpResponse:
-    still = selectors.still_get(still_id=still_id)
+    still = selectors.still_get_for_operator(user=request.user, still_id=still_id)
     siblings = selectors.still_batch_siblings(still=still)
     return render(request, "director/still_detail.html", {"still": still, "siblings": siblings})
 
@@ -41,7 +46,7 @@ def still_detail(request: HttpRequest, still_id: str) -> HttpResponse:
 @require_GET
 def still_original(request: HttpRequest, still_id: str) -> FileResponse:
     """The bytes exactly as the camera uploaded them."""
-    still = selectors.still_get(still_id=still_id)
+    still = selectors.still_get_for_operator(user=request.user, still_id=still_id)
     return _stream(still, still.file.name, still.content_type, _download_name(still))
 
 
@@ -57,7 +62,7 @@ def still_preview(request: HttpRequest, still_id: str) -> HttpResponse:
     """What the full-size page shows. A JPEG is shown as uploaded. Browsers other than Safari
     cannot show HEIC, so a HEIC is rendered to a large JPEG on each request: the page is
     opened now and then, and no second file has to be kept in step with the original."""
-    still = selectors.still_get(still_id=still_id)
+    still = selectors.still_get_for_operator(user=request.user, still_id=still_id)
     if still.content_type == images.JPEG.content_type:
         return _stream(still, still.file.name, still.content_type, _download_name(still))
     if not default_storage.exists(still.file.name):

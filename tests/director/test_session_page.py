@@ -3,12 +3,16 @@ crew moves), what stopping a session does to Ghost, the tally preview, and the p
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
@@ -24,7 +28,6 @@ from tests.support.sockets import (
     HOST,
     ORIGIN,
     connect,
-    operator_socket,
     receive_until,
     session_socket_path,
 )
@@ -96,6 +99,25 @@ def test_the_session_page_shows_the_banner_with_its_countdown_and_keys(
     assert f'ws-connect="/ws/director/sessions/{session.pk}/"' in html
     assert 'data-testid="hero-name">Cam A<' in html
     assert 'data-testid="event-log"' in html and "Ghost proposes" in html
+
+
+@pytest.mark.django_db
+def test_the_hero_player_is_given_the_same_ice_servers_as_the_relay(
+    operator_client: Client, operator: Any, cams: tuple[Device, ...], settings: Any
+) -> None:
+    turn = {"urls": ["turn:turn.example:3478"], "username": "crew", "credential": "s3cret&<"}
+    settings.MOTIONMIX_ICE_SERVERS = json.dumps([{"urls": "stun:stun.example:3478"}, turn])
+    session = _live(operator, cams[0])
+
+    page = operator_client.get(reverse("director:session_live", args=[session.pk]))
+
+    player = re.search(r'id="hero-player"[^>]*data-ice-servers="([^"]*)"', page.content.decode())
+    assert player is not None
+    # What hero.js hands to RTCPeerConnection once the browser has unescaped the attribute.
+    assert json.loads(html.unescape(player.group(1))) == [
+        {"urls": "stun:stun.example:3478"},
+        turn,
+    ]
 
 
 @pytest.mark.django_db
@@ -321,6 +343,22 @@ def test_the_metrics_count_operator_decisions_and_their_median_time(
 # --- The session socket ---------------------------------------------------------------------
 
 
+def _cookie_of(user: Any) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def _socket_of(user: Any, session: PhotoshootSession) -> WebsocketCommunicator:
+    """A socket on the session's page, logged in as `user` (who must be allowed to see it)."""
+    cookie = await sync_to_async(_cookie_of)(user)
+    return await connect([ORIGIN, HOST, (b"cookie", cookie)], session_socket_path(session.pk))
+
+
+def _staff(username: str) -> Any:
+    return get_user_model().objects.create_user(username=username, is_staff=True)
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_the_session_socket_pushes_the_banner_on_proposal_and_decision(
     operator: Any,
@@ -328,7 +366,7 @@ async def test_the_session_socket_pushes_the_banner_on_proposal_and_decision(
     a = await sync_to_async(register_device)("p-a", name="Cam A")
     b = await sync_to_async(register_device)("p-b", name="Cam B")
     session = await sync_to_async(_live)(operator, a.device, b.device)
-    socket = await operator_socket(session_socket_path(session.pk))
+    socket = await _socket_of(operator, session)
     try:
         first = await receive_until(socket, 'id="ghost-banner"')
         assert "nothing to propose right now" in first and 'id="session-head"' in first
@@ -356,7 +394,7 @@ async def test_the_session_socket_pushes_the_hero_and_the_event_log(operator: An
     a = await sync_to_async(register_device)("h-a", name="Cam A")
     b = await sync_to_async(register_device)("h-b", name="Cam B")
     session = await sync_to_async(_live)(operator, a.device, b.device)
-    socket = await operator_socket(session_socket_path(session.pk))
+    socket = await _socket_of(operator, session)
     try:
         await receive_until(socket, 'id="event-log"')
         await sync_to_async(services.session_hero_switch)(
@@ -398,7 +436,10 @@ async def test_every_operator_of_the_session_sees_the_decision(operator: Any) ->
     a = await sync_to_async(register_device)("m-a", name="Cam A")
     b = await sync_to_async(register_device)("m-b", name="Cam B")
     session = await sync_to_async(_live)(operator, a.device, b.device)
-    sockets = [await operator_socket(session_socket_path(session.pk)) for _ in range(3)]
+    # The session's operator, and two staff members (who see every session).
+    sockets = [await _socket_of(operator, session)]
+    for name in ("producer", "supervisor"):
+        sockets.append(await _socket_of(await sync_to_async(_staff)(name), session))
     try:
         for socket in sockets:
             await receive_until(socket, 'id="ghost-banner"')

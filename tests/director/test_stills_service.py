@@ -235,6 +235,27 @@ def test_the_same_bytes_again_record_nothing_more(camera: Device) -> None:
 
 
 @pytest.mark.django_db
+def test_another_camera_sending_the_same_bytes_gets_its_own_still(camera: Device) -> None:
+    other = register_device("install-2", name="Cam 2").device
+    data = jpeg_bytes()
+    first = _ingest(camera, data)
+
+    theirs = _ingest(other, data)
+    mine_again = _ingest(camera, data)
+    theirs_again = _ingest(other, data)
+
+    assert first.created and theirs.created
+    assert theirs.still.pk != first.still.pk
+    assert theirs.still.device_id == other.pk
+    assert theirs.still.file.name != first.still.file.name
+    # Each camera's retry stays idempotent: its own still, nothing recorded again.
+    assert not mine_again.created and mine_again.still.pk == first.still.pk
+    assert not theirs_again.created and theirs_again.still.pk == theirs.still.pk
+    assert Still.objects.count() == 2
+    assert ProductionEvent.objects.filter(type="still.captured").count() == 2
+
+
+@pytest.mark.django_db
 def test_the_push_names_the_still_and_goes_only_after_the_commit(
     camera: Device, django_capture_on_commit_callbacks: Any
 ) -> None:
@@ -343,7 +364,7 @@ def both_checked(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("cameras", [1, 2], ids=["same-camera", "two-cameras"])
-def test_the_same_bytes_stored_at_once_end_in_one_row_and_one_set_of_files(
+def test_the_same_bytes_stored_at_once_end_in_one_row_per_camera(
     both_checked: None, media: Path, cameras: int
 ) -> None:
     if connection.vendor != "postgresql":
@@ -367,8 +388,15 @@ def test_the_same_bytes_stored_at_once_end_in_one_row_and_one_set_of_files(
     for thread in threads:
         thread.join(30)
 
-    assert sorted(r.created for r in results) == [False, True]
-    assert results[0].still.pk == results[1].still.pk
-    still = Still.objects.get()
-    assert stored_files(media) == sorted([still.file.name, still.thumbnail.name])
-    assert ProductionEvent.objects.filter(type="still.captured").count() == 1
+    if cameras == 2:
+        # Each camera's bytes are its own still, even when another sent the same ones.
+        assert [r.created for r in results] == [True, True]
+        assert {r.still.device_id for r in results} == {d.pk for d in devices}
+    else:
+        assert sorted(r.created for r in results) == [False, True]
+        assert results[0].still.pk == results[1].still.pk
+    stills = Still.objects.all()
+    assert len(stills) == cameras
+    names = [name for still in stills for name in (still.file.name, still.thumbnail.name)]
+    assert stored_files(media) == sorted(names)
+    assert ProductionEvent.objects.filter(type="still.captured").count() == cameras

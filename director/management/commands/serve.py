@@ -100,6 +100,11 @@ class Command(BaseCommand):
             help="With --simulate: pose frames a second per camera; 0 turns pose off.",
         )
         parser.add_argument(
+            "--quiet",
+            action="store_true",
+            help="Print no banner (a process of the scaled profile, whose supervisor prints one).",
+        )
+        parser.add_argument(
             "--stand-in",
             action="store_true",
             help="With --simulate: a simulated stand-in operator (login `stand-in`) starts a "
@@ -131,7 +136,8 @@ class Command(BaseCommand):
         from daphne.server import Server
         from twisted.internet import reactor
 
-        from motionmix.asgi import application
+        from director.hero.runtime import serves_relay
+        from director.scaled.asgi import application
 
         if settings.MOTIONMIX_EMBEDDED_TICKER:
             self._lock_embedded_state()
@@ -175,7 +181,19 @@ class Command(BaseCommand):
         url = f"http://{shown_host}:{port}"
         api_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
         _stream_request_bodies()
+        # Behind a reverse proxy the client's address and scheme come from its X-Forwarded-*
+        # headers (only then: anyone could send them to a server on the open network).
+        forwarded: dict[str, str] = (
+            {
+                "proxy_forwarded_address_header": "X-Forwarded-For",
+                "proxy_forwarded_port_header": "X-Forwarded-Port",
+                "proxy_forwarded_proto_header": "X-Forwarded-Proto",
+            }
+            if settings.MOTIONMIX_BEHIND_PROXY
+            else {}
+        )
         server = Server(
+            **forwarded,
             application=application,
             endpoints=build_endpoint_description_strings(host=host, port=port),
             signal_handlers=True,
@@ -193,8 +211,9 @@ class Command(BaseCommand):
                 reactor.stop()  # type: ignore[attr-defined]
                 return
             loop = reactor._asyncioEventloop  # type: ignore[attr-defined]
-            # The hero relay lives on this loop: it takes switches from the first moment.
-            loop.create_task(_relay_start())
+            if serves_relay():
+                # The hero relay lives on this loop: it takes switches from the first moment.
+                loop.create_task(_relay_start())
             if settings.MOTIONMIX_EMBEDDED_TICKER:
                 from director.ticker import run_ticker
 
@@ -271,8 +290,9 @@ class Command(BaseCommand):
                 lines.append("  Ghost:  --stand-in needs --simulate; no stand-in operator runs.")
             mode = "scaled (Redis)" if settings.REDIS_URL else "embedded (in-memory, SQLite)"
             lines += [f"  Mode:   {mode}", f"  Ledger: {ledger_line}", "  Stop:   Ctrl-C", ""]
-            self.stdout.write("\n".join(lines))
-            self.stdout.flush()
+            if not options["quiet"]:
+                self.stdout.write("\n".join(lines))
+                self.stdout.flush()
 
         def stop_children() -> None:
             from devices.heartbeats import writers_stop
