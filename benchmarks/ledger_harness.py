@@ -110,8 +110,9 @@ class TimedLedger(ConvexLedger):
     """The real client; it keeps the time of each appendEvents call, and counts the events it
     inserted, which is the store's size while it is the store's only writer."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url, deploy_key="")
+    def __init__(self, url: str, deploy_key: str) -> None:
+        # The bridge's admin key: its functions, like a deployment's, are internal.
+        super().__init__(url, deploy_key=deploy_key)
         self.calls: list[AppendCall] = []
         self.stored = 0
         self._lock = threading.Lock()

@@ -119,7 +119,7 @@ def probe_restored(workdir: Path, size: int) -> dict[str, Any]:
     bridge.start()
     start_s = time.monotonic() - began
     try:
-        client = TimedLedger(bridge.url)
+        client = TimedLedger(bridge.url, bridge.admin_key)
         for b in range(PROBE_BATCHES):
             first = size + b * APPEND_MAX + 1
             client.append_events([event_doc(session, first + i) for i in range(APPEND_MAX)])
@@ -137,7 +137,7 @@ def measure_ceiling(workdir: Path, seconds: float, restored_sizes: list[int]) ->
     assert bridge.running is not None
     pid, session = bridge.running.proc.pid, str(uuid.uuid4())
     try:
-        client = TimedLedger(bridge.url)
+        client = TimedLedger(bridge.url, bridge.admin_key)
         cpu_before, started = process_cpu_s(pid), time.monotonic()
         for batch in range(MAX_CEILING_BATCHES):
             if time.monotonic() - started >= seconds:
@@ -417,7 +417,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         bridge.start()
         try:
             settings.CONVEX_URL = bridge.url
-            client = TimedLedger(bridge.url)
+            settings.CONVEX_DEPLOY_KEY = bridge.admin_key
+            client = TimedLedger(bridge.url, bridge.admin_key)
             budget = args.duration + args.drain_timeout + args.outage * 3 + args.catchup_timeout
             flusher = Flusher(client, args.flush_interval, max_runtime_s=budget + 600)
             flusher.start()

@@ -1,8 +1,11 @@
-// The production ledger's public functions. Django's Celery sync calls the two mutations
-// through the Python ConvexHttpClient; the queries serve the dashboard and the tests.
+// The production ledger's functions. They are internal: a deployment's URL is no secret, so a
+// public function would let anyone append events or read every session. Only a caller holding
+// the deployment's admin key (the Python ConvexHttpClient after set_admin_auth with
+// CONVEX_DEPLOY_KEY) can call them: Django's sync calls the two mutations, and the queries
+// serve ledger_verify, preflight and the tests.
 import { ConvexError, v } from "convex/values";
 import type { Doc } from "./_generated/dataModel";
-import { mutation, query, type QueryCtx } from "./_generated/server";
+import { internalMutation, internalQuery, type QueryCtx } from "./_generated/server";
 
 /** The most events one appendEvents call takes; the sync sends batches of at most this. */
 const MAX_BATCH = 100;
@@ -37,7 +40,7 @@ function isWholeNumber(value: number): boolean {
  * newer, the call is ignored and answers `stale`, so a retried old upsert cannot undo a newer
  * one.
  */
-export const upsertSession = mutation({
+export const upsertSession = internalMutation({
   args: {
     sessionId: v.string(),
     name: v.string(),
@@ -77,7 +80,7 @@ export const upsertSession = mutation({
  * every event as a duplicate. A duplicate is judged by eventId alone; its other fields are not
  * compared. The batch is one transaction: if any event is refused, none is stored.
  */
-export const appendEvents = mutation({
+export const appendEvents = internalMutation({
   args: { events: v.array(eventValidator) },
   handler: async (ctx, { events }) => {
     if (events.length > MAX_BATCH) {
@@ -132,7 +135,7 @@ export const appendEvents = mutation({
 });
 
 /** The session's events in seq order, after `afterSeq` when given, at most `limit` of them. */
-export const sessionTimeline = query({
+export const sessionTimeline = internalQuery({
   args: {
     sessionId: v.string(),
     afterSeq: v.optional(v.number()),
@@ -175,7 +178,7 @@ async function edgeEvent(
  * It reads every event of the session, so it suits sessions within Convex's per-query read
  * limit (tens of thousands of events).
  */
-export const sessionSummary = query({
+export const sessionSummary = internalQuery({
   args: { sessionId: v.string() },
   handler: async (ctx, { sessionId }) => {
     const session = await ctx.db

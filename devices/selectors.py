@@ -35,6 +35,11 @@ def device_ids_stale() -> list[UUID]:
     )
 
 
+def publishes_open() -> list[tuple[UUID, str]]:
+    """(device id, publish id) of every publish the database shows as running."""
+    return list(Device.objects.exclude(publish_id="").values_list("pk", "publish_id"))
+
+
 def command_pending_count(*, device_id: UUID) -> int:
     return DeviceCommand.objects.filter(
         device_id=device_id,

@@ -377,24 +377,28 @@ class PhoneLink:
 
     async def _start_publish(self) -> Outcome:
         """Publish the camera over WHIP; done once the server accepted the offer, failed with
-        the server's reason when it refused. A 401 is not retried here: the heartbeat finds
-        the token refused and registers again, and the operator can ask again."""
+        the server's reason when it refused. The server asks only when it holds no publish of
+        this camera (its relay restarted, say), so a camera already publishing publishes
+        again at once. A 401 is not retried here: the heartbeat finds the token refused and
+        registers again, and the operator can ask again."""
         phone = self.phone
         async with self.publish_lock:
             publisher = phone.publisher
-            if publisher is not None and publisher.wanted:
-                return ("done", f"already publishing {publisher.description}", phone.device_clock())
-            # The relay's choice of ICE host addresses (loopback, say), read as it reads it;
-            # unset leaves aioice's default (or a choice made in-process) alone.
+            again = publisher is not None and publisher.wanted
+            if publisher is None or not again:
+                # The relay's choice of ICE host addresses (loopback, say), read as it reads
+                # it; unset leaves aioice's default (or a choice made in-process) alone.
+                try:
+                    addresses = ice_host_addresses_from_env()
+                except ValueError as exc:
+                    return ("failed", str(exc), phone.device_clock())
+                if addresses:
+                    ice_host_addresses_apply(addresses)
+                publisher = phone_publisher(
+                    phone, server_url=self.fleet.url, client=self.fleet.client
+                )
             try:
-                addresses = ice_host_addresses_from_env()
-            except ValueError as exc:
-                return ("failed", str(exc), phone.device_clock())
-            if addresses:
-                ice_host_addresses_apply(addresses)
-            publisher = phone_publisher(phone, server_url=self.fleet.url, client=self.fleet.client)
-            try:
-                await publisher.start()
+                await (publisher.republish() if again else publisher.start())
             except WhipError as exc:
                 phone.errors += 1
                 return ("failed", str(exc), phone.device_clock())
@@ -403,7 +407,8 @@ class PhoneLink:
                 detail = f"the WHIP endpoint did not answer ({exc.__class__.__name__})"
                 return ("failed", detail, phone.device_clock())
             phone.publisher = publisher
-            return ("done", f"publishing {publisher.description}", phone.device_clock())
+            done = "publishing again" if again else "publishing"
+            return ("done", f"{done} {publisher.description}", phone.device_clock())
 
     async def _stop_publish(self) -> str:
         async with self.publish_lock:

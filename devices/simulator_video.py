@@ -579,6 +579,28 @@ class WhipPublisher:
             raise
         self._keeper = asyncio.create_task(self._keep_up())
 
+    async def republish(self) -> None:
+        """Publish anew now, dropping the current connection: the server asked, so it holds no
+        publish of this camera (its relay restarted, say), however healthy the connection
+        looks here; waiting for it to fail would leave the camera dark until ICE consent runs
+        out. Raises as `start()` does; the connection is then published again with backoff."""
+        if not self.wanted:
+            await self.start()
+            return
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        await self._drop()
+        try:
+            await self._publish()
+        except BaseException:
+            self._down.set()  # the keeper tries again, with backoff
+            raise
+        finally:
+            self._keeper = asyncio.create_task(self._keep_up())
+
     async def stop(self) -> None:
         self.wanted = False
         keeper, self._keeper = self._keeper, None

@@ -52,7 +52,7 @@ def _ensure(*, username: str, path: Path, admin: bool) -> DemoLogin:
         except (ValueError, AttributeError):
             password = ""  # unreadable: a new password replaces it
     user_model = get_user_model()
-    user, _ = user_model.objects.select_for_update().get_or_create(
+    user, _ = user_model.objects.select_for_update(no_key=True).get_or_create(
         username=username, defaults={"is_staff": admin, "is_superuser": admin}
     )
     demoted = not admin and (user.is_staff or user.is_superuser)

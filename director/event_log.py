@@ -40,6 +40,7 @@ PUBLISH_STOPS = {
     "shutdown": "the server stopped",
     "refused": "refused",
     "offline": "it went offline",
+    "relay_restarted": "the relay restarted without it",
 }
 
 

@@ -51,7 +51,7 @@ def _decision_s(proposal: GhostProposal) -> float:
 def _current(session_id: UUID) -> GhostProposal | None:
     """The proposal on the banner: the highest priority pending one, oldest first."""
     return (
-        GhostProposal.objects.select_for_update()
+        GhostProposal.objects.select_for_update(no_key=True)
         .filter(session_id=session_id, state=State.PENDING)
         .order_by("-priority", "created_at")
         .first()
@@ -73,7 +73,7 @@ def proposal_create(
 ) -> GhostProposal:
     """Queue a proposal for a live session whose Ghost is not off. A higher priority than the
     proposal on the banner supersedes it; otherwise the new one waits its turn."""
-    session = PhotoshootSession.objects.select_for_update().get(pk=session_id)
+    session = PhotoshootSession.objects.select_for_update(no_key=True).get(pk=session_id)
     if session.status != PhotoshootSession.Status.LIVE:
         raise ProposalRefused(f"“{session.name}” is not live; Ghost proposes only during a take.")
     if session.ghost_mode == PhotoshootSession.GhostMode.OFF:
@@ -133,7 +133,7 @@ def proposal_create(
 
 @transaction.atomic
 def proposal_supersede(*, proposal_id: UUID, by_proposal_id: UUID) -> GhostProposal:
-    proposal = GhostProposal.objects.select_for_update().get(pk=proposal_id)
+    proposal = GhostProposal.objects.select_for_update(no_key=True).get(pk=proposal_id)
     if proposal.state != State.PENDING:
         return proposal
     proposal.state = State.SUPERSEDED
@@ -149,7 +149,7 @@ def proposal_supersede(*, proposal_id: UUID, by_proposal_id: UUID) -> GhostPropo
 
 
 def _locked_pending(proposal_id: UUID, verb: str) -> GhostProposal:
-    proposal = GhostProposal.objects.select_for_update().get(pk=proposal_id)
+    proposal = GhostProposal.objects.select_for_update(no_key=True).get(pk=proposal_id)
     if proposal.state == State.PENDING and proposal.expires_at <= timezone.now():
         # The sweep records the expiry (or, in autopilot, carries it out); a late click
         # changes nothing.
@@ -254,7 +254,9 @@ def proposal_expire(*, proposal_id: UUID) -> GhostProposal:
     """The countdown ended. Supervised: the proposal expires. Autopilot: it is carried out,
     since the operator did not veto it. Idempotent; a decided proposal is left alone."""
     proposal = (
-        GhostProposal.objects.select_for_update().select_related("session").get(pk=proposal_id)
+        GhostProposal.objects.select_for_update(no_key=True)
+        .select_related("session")
+        .get(pk=proposal_id)
     )
     if proposal.state != State.PENDING or proposal.expires_at > timezone.now():
         return proposal
@@ -272,13 +274,13 @@ def proposals_end_for_session(*, session_id: UUID, reason: str) -> int:
     if reason not in EXPIRY_REASONS or reason == "countdown":
         raise ValueError(f"not a reason to end a session's proposals: {reason!r}")
     ended = 0
-    for proposal in GhostProposal.objects.select_for_update().filter(
+    for proposal in GhostProposal.objects.select_for_update(no_key=True).filter(
         session_id=session_id, state=State.PENDING
     ):
         _expire(proposal, reason)
         ended += 1
     if reason == "session_stopped":
-        for proposal in GhostProposal.objects.select_for_update().filter(
+        for proposal in GhostProposal.objects.select_for_update(no_key=True).filter(
             session_id=session_id, state=State.ACCEPTED
         ):
             _finish(proposal, State.FAILED, "The session ended before the camera was moved.")
@@ -322,7 +324,7 @@ def proposal_execute(*, proposal_id: UUID, marked_done_by: str = "") -> GhostPro
 
     A reposition is done by the crew: it completes once its camera's placement changed after
     the decision, or when an operator marks it done (`marked_done_by`)."""
-    proposal = GhostProposal.objects.select_for_update().get(pk=proposal_id)
+    proposal = GhostProposal.objects.select_for_update(no_key=True).get(pk=proposal_id)
     if proposal.state != State.ACCEPTED:
         raise ProposalRefused(
             f"Only an accepted proposal is carried out; this one is "

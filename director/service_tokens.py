@@ -64,7 +64,7 @@ def service_token_create(
 @transaction.atomic
 def service_token_revoke(*, token_id: UUID) -> ServiceToken:
     """Revoke a token from now on. Idempotent: revoking it again keeps the first time."""
-    token = ServiceToken.objects.select_for_update().get(pk=token_id)
+    token = ServiceToken.objects.select_for_update(no_key=True).get(pk=token_id)
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -13,7 +14,7 @@ from django.utils import timezone
 import ledger
 from devices import services as device_services
 from devices.models import Device, DeviceCommand
-from director import ghost_selectors
+from director import ghost_selectors, selectors
 from director.hero.broadcast import hero_switch_announce
 from director.models import PhotoshootSession, Still
 from ledger.models import ProductionEvent
@@ -57,13 +58,13 @@ def session_start(*, session_id: UUID, device_ids: list[UUID] | None = None) -> 
     """Take a draft session live with the given devices (default: every online camera that is
     not a webcam). A device takes part in at most one live session: the rows of the devices
     are locked, so two sessions starting at once cannot both take the same camera."""
-    session = PhotoshootSession.objects.select_for_update().get(pk=session_id)
+    session = PhotoshootSession.objects.select_for_update(no_key=True).get(pk=session_id)
     if session.status != PhotoshootSession.Status.DRAFT:
         raise SessionRefused(
             f"“{session.name}” is {session.get_status_display().lower()}; only a draft "
             "session can start. Create a new session for another take."
         )
-    devices = Device.objects.select_for_update().order_by("name")
+    devices = Device.objects.select_for_update(no_key=True).order_by("name")
     if device_ids is None:
         devices = devices.filter(status=Device.Status.ONLINE).exclude(kind=Device.Kind.WEBCAM)
     else:
@@ -106,7 +107,7 @@ def session_start(*, session_id: UUID, device_ids: list[UUID] | None = None) -> 
 @transaction.atomic
 def session_stop(*, session_id: UUID) -> PhotoshootSession:
     """End a live session and record its summary. Stopping an ended session is refused."""
-    session = PhotoshootSession.objects.select_for_update().get(pk=session_id)
+    session = PhotoshootSession.objects.select_for_update(no_key=True).get(pk=session_id)
     if session.status != PhotoshootSession.Status.LIVE:
         raise SessionRefused(
             f"“{session.name}” is not live ({session.get_status_display().lower()}); "
@@ -150,7 +151,7 @@ def session_ghost_mode_set(*, session_id: UUID, mode: str, by: str) -> Photoshoo
     """Switch Ghost off, to supervised or to autopilot. Switching it off ends the proposals
     still waiting; the change itself is on the record. Setting the current mode changes
     nothing."""
-    session = PhotoshootSession.objects.select_for_update().get(pk=session_id)
+    session = PhotoshootSession.objects.select_for_update(no_key=True).get(pk=session_id)
     if mode not in PhotoshootSession.GhostMode.values:
         raise SessionRefused(
             f"Ghost mode is one of {', '.join(PhotoshootSession.GhostMode.values)}, not {mode!r}."
@@ -180,7 +181,7 @@ def session_hero_switch(
 ) -> PhotoshootSession:
     """Put another camera of a live session on air: the new hero's tally goes live, the old
     one's off. Idempotent: switching to the current hero changes nothing."""
-    session = PhotoshootSession.objects.select_for_update().get(pk=session_id)
+    session = PhotoshootSession.objects.select_for_update(no_key=True).get(pk=session_id)
     if session.status != PhotoshootSession.Status.LIVE:
         raise SessionRefused(
             f"“{session.name}” is not live; start it before choosing what goes on air."
@@ -253,11 +254,11 @@ def hero_on_air_record(
 PUBLISH_RETRY_S = 30.0
 
 
-def sessions_publish_reconcile() -> int:
+def sessions_publish_reconcile(*, now_for: Collection[UUID] = ()) -> int:
     """Ask every online camera of a live session that is not publishing to publish, unless it
-    was asked within PUBLISH_RETRY_S (a camera that cannot is not nagged). After a server
-    restart, a capture app restart or a dropped connection the feeds come back by themselves.
-    Returns how many cameras were asked."""
+    was asked within PUBLISH_RETRY_S (a camera that cannot is not nagged); the cameras in
+    `now_for` are asked at once all the same. After a server restart, a capture app restart or
+    a dropped connection the feeds come back by themselves. Returns how many were asked."""
     cutoff = timezone.now() - timedelta(seconds=PUBLISH_RETRY_S)
     idle = Device.objects.filter(
         photoshoot_sessions__status=PhotoshootSession.Status.LIVE,
@@ -270,7 +271,7 @@ def sessions_publish_reconcile() -> int:
             recently = DeviceCommand.objects.filter(
                 device_id=device_id, type="start_publish", issued_at__gte=cutoff
             ).exists()
-            if recently:
+            if recently and device_id not in now_for:
                 continue
             device_services.command_issue(
                 device_id=device_id,
@@ -281,6 +282,30 @@ def sessions_publish_reconcile() -> int:
             )
             asked += 1
     return asked
+
+
+def hero_relay_started(*, lost: Collection[tuple[UUID, str]]) -> list[UUID]:
+    """The hero relay (re)started, and the publishes `lost` ((device id, publish id) pairs the
+    database showed running that the new relay does not hold) died with the relay before it:
+    a relay that was killed, not stopped, recorded no stop, and the cameras would only notice
+    when ICE consent runs out (about 30 s). Each is ended (`relay_restarted`) and its camera,
+    if a live session has it, asked to publish again at once. A publish that replaced a lost
+    one meanwhile is never ended: the stop names the lost publish's id. Returns the devices
+    whose publish was ended."""
+    ended: list[UUID] = []
+    for device_id, publish_id in lost:
+        session = selectors.live_session_for_device(device_id)
+        stopped = device_services.device_publish_stop(
+            device_id=device_id,
+            publish_id=publish_id,
+            reason="relay_restarted",
+            session_id=session.pk if session is not None else None,
+        )
+        if stopped is not None:
+            ended.append(device_id)
+    if ended:
+        sessions_publish_reconcile(now_for=set(ended))
+    return ended
 
 
 def _announce_hero(session: PhotoshootSession, *, cause: UUID) -> None:

@@ -3,6 +3,11 @@
 Called only from Celery workers or the embedded ticker's worker threads, never from the ASGI
 event loop: the HTTP client blocks (and the package's WebSocket client holds the GIL while it
 waits). Every failure becomes a `SyncError` that says whether retrying can help.
+
+The ledger's functions are internal (a deployment's URL is no secret): only a caller with the
+deployment's admin key, CONVEX_DEPLOY_KEY, may call them. Without it, or with another
+deployment's, Convex answers as if they did not exist; that is a configuration to fix, never a
+reason to give up on the events, so it is a transient error that says what to set.
 """
 
 from __future__ import annotations
@@ -52,9 +57,15 @@ PERMANENT_MARKERS = (
     "ArgumentValidationError",
     "Validator error",
     "validator",
-    "Could not find public function",
     "Uncaught ConvexError",
 )
+
+# What Convex answers for an internal function called without its admin key (none, or one
+# that is not this deployment's), the same as for a function it does not hold: either way the
+# deployment's configuration is wrong, not the events, so they wait in the outbox. A deployment
+# that refuses the key at the door answers HTTP 401 or 403 instead.
+KEY_REFUSED_MARKERS = ("Could not find public function",)
+KEY_REFUSED_STATUSES = ("401", "403")
 
 
 def configured() -> bool:
@@ -69,8 +80,25 @@ class ConvexLedger:
         _install_timeout(settings.CONVEX_TIMEOUT_S)
         self.client = convex_http.ConvexHttpClient(url.rstrip("/"))
         key = deploy_key if deploy_key is not None else settings.CONVEX_DEPLOY_KEY
+        self.has_key = bool(key)
         if key:
             self.client.set_admin_auth(key)
+
+    def _key_refused(self, name: str, said: str) -> SyncError:
+        # The key itself never goes in the message: it ends up in logs and in the admin.
+        why = (
+            "the CONVEX_DEPLOY_KEY given is not this deployment's (or its functions are not "
+            "deployed)"
+            if self.has_key
+            else "CONVEX_DEPLOY_KEY is not set"
+        )
+        return SyncError(
+            f"{name}: Convex refused the call: {why}. The ledger's functions are internal: "
+            "set CONVEX_DEPLOY_KEY to the deploy key of the deployment at CONVEX_URL for every "
+            "process that syncs the ledger, and restart them. The events wait in the outbox. "
+            f"(Convex said: {said})",
+            permanent=False,
+        )
 
     def _call(self, kind: str, name: str, args: dict[str, Any]) -> Any:
         try:
@@ -81,6 +109,8 @@ class ConvexLedger:
             raise SyncError(f"{name}: {exc}", permanent=True) from exc
         except convex_http.ConvexExecutionError as exc:
             message = str(exc)
+            if any(marker in message for marker in KEY_REFUSED_MARKERS):
+                raise self._key_refused(name, message) from exc
             permanent = any(marker in message for marker in PERMANENT_MARKERS)
             raise SyncError(f"{name}: {message}", permanent=permanent) from exc
         except requests.RequestException as exc:
@@ -89,7 +119,9 @@ class ConvexLedger:
             # The client raises a bare Exception for HTTP errors ("503 ..."): transient unless
             # the deployment says the request itself is bad.
             message = str(exc)
-            permanent = message.startswith(("400", "401", "403", "404", "413", "422"))
+            if message.startswith(KEY_REFUSED_STATUSES):
+                raise self._key_refused(name, message) from exc
+            permanent = message.startswith(("400", "404", "413", "422"))
             raise SyncError(f"{name}: {message}", permanent=permanent) from exc
 
     def append_events(self, events: list[dict[str, Any]]) -> dict[str, int]:

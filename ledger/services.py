@@ -22,9 +22,13 @@ class LedgerOutsideTransaction(RuntimeError):
 
 def _next_seq(stream: str) -> int:
     # Create the counter if this is the stream's first event, then lock it: the lock is what
-    # makes seq gap-free and ordered when two services record into one stream at once.
+    # makes seq gap-free and ordered when two services record into one stream at once. Every
+    # row lock of the services is FOR NO KEY UPDATE (`no_key=True`): a service holding a
+    # session's row while it waits here must not block the foreign-key check (FOR KEY SHARE)
+    # of the transaction holding this counter, or PostgreSQL ends one of them as a deadlock
+    # (tests/director/test_locking.py).
     Sequence.objects.bulk_create([Sequence(stream=stream)], ignore_conflicts=True)
-    counter = Sequence.objects.select_for_update().get(stream=stream)
+    counter = Sequence.objects.select_for_update(no_key=True).get(stream=stream)
     counter.last_seq += 1
     counter.save(update_fields=["last_seq"])
     return counter.last_seq

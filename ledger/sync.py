@@ -113,7 +113,7 @@ def outbox_claim(*, limit: int = BATCH_SIZE) -> list[ProductionEvent]:
         # across streams it is the order of recording.
         rows = ProductionEvent.objects.filter(_due()).order_by("pk")
         if connection.features.has_select_for_update_skip_locked:
-            rows = rows.select_for_update(skip_locked=True)
+            rows = rows.select_for_update(skip_locked=True, no_key=True)
         claimed = list(rows[:limit])
         if claimed:
             now = timezone.now()

@@ -140,6 +140,11 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 CHANNEL_PREFIX = os.environ.get("MOTIONMIX_CHANNEL_PREFIX", "motionmix")
 
 if REDIS_URL:
+    # redis-py's pool refuses a connection past its cap at once ("Too many connections")
+    # rather than waiting; under load a process has many sends in flight at a time (a soak of
+    # 30 phones passed the default 100), so the cap is well above that (Redis itself takes
+    # 10,000 clients by default).
+    REDIS_MAX_CONNECTIONS = int(os.environ.get("MOTIONMIX_REDIS_MAX_CONNECTIONS", "1000"))
     # redis-py 8 times socket reads out after 5 s by default, which is exactly how long the
     # layer's receive blocks in BZPOPMIN: receivers then fail with TimeoutError and what was
     # sent meanwhile is lost (django/channels_redis#422). Wait longer than the block.
@@ -147,7 +152,13 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 15,
+                        "max_connections": REDIS_MAX_CONNECTIONS,
+                    }
+                ],
                 "prefix": CHANNEL_PREFIX,
                 "capacity": 1000,
             },

@@ -1,13 +1,23 @@
-// convex-bridge: `node bridge/main.mjs [--port N] [--data FILE] [--verbose]`
+// convex-bridge: `node bridge/main.mjs [--port N] [--data FILE] [--admin-key KEY] [--verbose]`
 //
 // Listens on 127.0.0.1 only. --port (or PORT; 0 picks a free port; default 3210, a local
 // Convex backend's port). Prints exactly one line to stdout once it accepts calls:
 //   convex-bridge listening on http://127.0.0.1:<port>
 // and nothing else there; diagnostics go to stderr. SIGTERM/SIGINT finish the calls in flight
 // (and their snapshot) before exiting 0.
+//
+// The admin key, which internal functions require: --admin-key, else CONVEX_BRIDGE_ADMIN_KEY
+// (the better way: a command line is visible to every local user through `ps`, an
+// environment is not). With neither, a random key is made and written to stderr, for a person
+// who started the bridge by hand; a program chooses the key and passes it in the environment.
+import { randomBytes } from "node:crypto";
 import { createBridge, type Bridge } from "./server.ts";
 
-const USAGE = "usage: node bridge/main.mjs [--port N] [--data FILE] [--verbose]";
+const USAGE =
+  "usage: CONVEX_BRIDGE_ADMIN_KEY=KEY node bridge/main.mjs [--port N] [--data FILE] " +
+  "[--admin-key KEY] [--verbose]";
+// What an HTTP header value can carry unchanged, and what a shell prints back intact.
+const ADMIN_KEY = /^[\x21-\x7e]{16,512}$/;
 
 function fail(message: string): never {
   process.stderr.write(`convex-bridge: ${message}\n${USAGE}\n`);
@@ -17,6 +27,7 @@ function fail(message: string): never {
 function parse(argv: string[]) {
   let port: string | undefined = process.env.PORT;
   let dataFile: string | undefined;
+  let adminKey: string | undefined = process.env.CONVEX_BRIDGE_ADMIN_KEY || undefined;
   let verbose = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -24,6 +35,7 @@ function parse(argv: string[]) {
     const value = () => inline ?? argv[++i] ?? fail(`${flag} needs a value`);
     if (flag === "--port") port = value();
     else if (flag === "--data") dataFile = value();
+    else if (flag === "--admin-key") adminKey = value();
     else if (flag === "--verbose") verbose = true;
     else if (flag === "--help" || flag === "-h") {
       process.stdout.write(`${USAGE}\n`);
@@ -34,14 +46,28 @@ function parse(argv: string[]) {
   if (!Number.isInteger(portNumber) || portNumber < 0 || portNumber > 65535) {
     fail(`--port must be a whole number from 0 to 65535, got ${port}`);
   }
-  return { port: portNumber, dataFile, verbose };
+  if (adminKey !== undefined && !ADMIN_KEY.test(adminKey)) {
+    // The key itself is not repeated: it may be a real secret given by mistake.
+    fail("the admin key must be 16 to 512 printable ASCII characters without spaces");
+  }
+  return { port: portNumber, dataFile, adminKey, verbose };
 }
 
-const { port, dataFile, verbose } = parse(process.argv.slice(2));
+const parsed = parse(process.argv.slice(2));
+const { port, dataFile, verbose } = parsed;
+let adminKey = parsed.adminKey;
+if (adminKey === undefined) {
+  adminKey = randomBytes(32).toString("base64url");
+  process.stderr.write(
+    `convex-bridge: admin key (generated for this run): ${adminKey}\n` +
+      "convex-bridge: give it to the caller as CONVEX_DEPLOY_KEY; set " +
+      "CONVEX_BRIDGE_ADMIN_KEY to choose one.\n",
+  );
+}
 
 let bridge: Bridge;
 try {
-  bridge = await createBridge({ dataFile, verbose });
+  bridge = await createBridge({ dataFile, adminKey, verbose });
 } catch (error) {
   process.stderr.write(`convex-bridge: ${(error as Error).message}\n`);
   process.exit(1);

@@ -5,13 +5,17 @@ Run it with a Python that has the client (`pip install convex==0.8.1`) and with
 
     python convex/bridge/python_client_check.py
 
-It starts the bridge on a free port with a data file, calls the ledger functions the way the
-Celery sync does, checks whole numbers come back as floats, that a bad argument raises the
-client's error with the path of the bad value, and that the data survives a restart.
+It starts the bridge on a free port with a data file and an admin key of its own, checks that
+a client without the key, or with a wrong one, is told the functions do not exist, calls the
+ledger functions with the key the way the Celery sync does, checks whole numbers come back as
+floats, that a bad argument raises the client's error with the path of the bad value, and that
+the data survives a restart.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -22,6 +26,10 @@ from convex.http_client import ConvexError, ConvexExecutionError, ConvexHttpClie
 
 BRIDGE = Path(__file__).resolve().parent / "main.mjs"
 SESSION = "5f0c8a52-9d7e-4a8b-9a55-1f1f0e4b2c01"
+# The bridge's admin key for this run, handed over in its environment (never on its command
+# line, which `ps` shows); the same key across the restart, as a deployment's stays.
+ADMIN_KEY = secrets.token_urlsafe(32)
+NOT_FOUND = "Could not find public function for 'production:appendEvents'"
 
 
 def start_bridge(data_file: Path) -> tuple[subprocess.Popen[str], str]:
@@ -30,6 +38,7 @@ def start_bridge(data_file: Path) -> tuple[subprocess.Popen[str], str]:
         stdout=subprocess.PIPE,
         stderr=sys.stderr,
         text=True,
+        env={**os.environ, "CONVEX_BRIDGE_ADMIN_KEY": ADMIN_KEY},
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
@@ -63,9 +72,23 @@ def main() -> None:
         data_file = Path(tmp) / "ledger.json"
         proc, url = start_bridge(data_file)
         try:
+            # The ledger's functions are internal: without the admin key, or with another,
+            # the bridge answers as a deployment does, as if they did not exist.
+            for key in (None, "local-bridge|not-its-admin-key"):
+                stranger = ConvexHttpClient(url)
+                if key is not None:
+                    stranger.set_admin_auth(key)
+                try:
+                    stranger.mutation("production:appendEvents", {"events": [event(99)]})
+                except ConvexExecutionError as error:
+                    assert NOT_FOUND in str(error), error
+                else:
+                    raise AssertionError("a call without the admin key should be refused")
+            print("without the admin key ->", NOT_FOUND)
+
             client = ConvexHttpClient(url)
-            # A deployment's sync sets the deploy key; the bridge accepts and ignores it.
-            client.set_admin_auth("local-bridge|any-admin-key")
+            # As the sync does with CONVEX_DEPLOY_KEY.
+            client.set_admin_auth(ADMIN_KEY)
 
             result = client.mutation(
                 "production:appendEvents", {"events": [event(3), event(1), event(2)]}
@@ -132,12 +155,18 @@ def main() -> None:
         proc, url = start_bridge(data_file)
         try:
             client = ConvexHttpClient(url)
+            client.set_admin_auth(ADMIN_KEY)
             summary = client.query("production:sessionSummary", {"sessionId": SESSION})
             assert summary["eventCount"] == 3.0, summary
             assert (summary["firstSeq"], summary["lastSeq"]) == (1.0, 3.0), summary
             assert summary["countsByType"] == {"device.online": 3.0}, summary
             assert summary["session"]["status"] == "live", summary
             assert summary["session"]["startedAt"] == 1_760_000_000.0, summary
+            # The refused calls of the first run stored nothing.
+            assert "evt-99" not in {
+                e["eventId"]
+                for e in client.query("production:sessionTimeline", {"sessionId": SESSION})
+            }
             again = client.mutation("production:appendEvents", {"events": [event(1)]})
             assert again == {"inserted": 0.0, "duplicates": 1.0}, again
         finally:

@@ -6,7 +6,9 @@
 //   POST /api/query | /api/mutation | /api/action
 //     body    {"path": "production:appendEvents", "format": "convex_encoded_json", "args": {...}}
 //     headers Convex-Client: python-<version>; Authorization: Convex <admin key> | Bearer <jwt>
-//             (accepted and ignored: the bridge has no auth)
+//   Internal functions (all of production.ts) answer only a call whose `Convex <admin key>`
+//   is the bridge's own key; any other call is told what a deployment tells it: "Could not find
+//   public function". A `Bearer` token is a user's identity, never admin: it is ignored.
 //   200 {"status": "success", "value": <encoded>, "logLines": [...]}
 //   200 {"status": "error", "errorMessage": "...", "errorData"?: <encoded>, "logLines": [...]}
 //   400/404/405/413 {"code": "...", "message": "..."} for a request that is not a function call
@@ -15,6 +17,7 @@
 // Values are Convex-encoded JSON with every whole float64 written as `3.0` (see encoding.ts).
 // Calls run one at a time, in arrival order; with a data file, a mutation's answer is sent only
 // after the snapshot that holds it is on disk.
+import { createHash, timingSafeEqual } from "node:crypto";
 import http from "node:http";
 import { format } from "node:util";
 import { convexTest } from "convex-test";
@@ -36,12 +39,15 @@ type RegisteredFunction = {
   isMutation?: boolean;
   isAction?: boolean;
   isPublic?: boolean;
+  isInternal?: boolean;
   exportArgs?: () => string;
 };
 
 type Answer = { status: number; body: JSONValue };
 
 export type BridgeOptions = {
+  /** The admin key: internal functions answer only `Authorization: Convex <adminKey>`. */
+  adminKey: string;
   /** JSON file that keeps every table across restarts; none keeps data in memory only. */
   dataFile?: string;
   /** Log one line per call to stderr. */
@@ -104,13 +110,25 @@ function parseFunctionPath(path: string): {
   return { modulePath, exportName, canonical: `${modulePath}:${exportName}` };
 }
 
+/**
+ * Does the request carry this admin key? Compared in constant time (over digests, so the
+ * length does not leak either): the bridge is loopback-only, but any local user can connect.
+ */
+export function holdsAdminKey(authorization: string | undefined, adminKey: string): boolean {
+  const match = /^Convex (.+)$/s.exec(authorization ?? "");
+  if (match === null || adminKey === "") return false;
+  const digest = (text: string) => createHash("sha256").update(text, "utf8").digest();
+  return timingSafeEqual(digest(match[1]), digest(adminKey));
+}
+
 function errorAnswer(message: string, logLines: string[], errorData?: JSONValue): Answer {
   const body: Record<string, JSONValue> = { status: "error", errorMessage: message, logLines };
   if (errorData !== undefined) body.errorData = errorData;
   return { status: 200, body };
 }
 
-export async function createBridge(options: BridgeOptions = {}): Promise<Bridge> {
+export async function createBridge(options: BridgeOptions): Promise<Bridge> {
+  if (options.adminKey === "") throw new Error("the bridge needs an admin key");
   routeConsole();
   const modules: ModuleMap = functionModules();
   const schemaModule = await moduleLoader(modules, "schema")?.();
@@ -145,11 +163,18 @@ export async function createBridge(options: BridgeOptions = {}): Promise<Bridge>
     return result;
   }
 
-  async function resolveFunction(kind: Kind, path: string): Promise<RegisteredFunction> {
+  async function resolveFunction(
+    kind: Kind,
+    path: string,
+    admin: boolean,
+  ): Promise<RegisteredFunction> {
     const { modulePath, exportName } = parseFunctionPath(path);
     const load = moduleLoader(modules, modulePath);
     const fn = load === undefined ? undefined : ((await load())[exportName] as RegisteredFunction);
-    if (fn === undefined || fn === null || !fn.isPublic) {
+    // As on a deployment: an internal function does not exist for a caller without the admin
+    // key (none, a wrong one, or a user's token), so the answer tells it nothing more.
+    const visible = fn?.isPublic === true || (admin && fn?.isInternal === true);
+    if (fn === undefined || fn === null || !visible) {
       throw new Error(
         `Could not find public function for '${path}'. ` +
           "Did you forget to run `npx convex dev` or `npx convex deploy`?",
@@ -165,12 +190,12 @@ export async function createBridge(options: BridgeOptions = {}): Promise<Bridge>
     return fn;
   }
 
-  async function call(kind: Kind, path: string, args: Value): Promise<Answer> {
+  async function call(kind: Kind, path: string, args: Value, admin: boolean): Promise<Answer> {
     const logLines: string[] = [];
     const prefix = `[CONVEX ${KIND_LETTER[kind]}(${path})]`;
     let fn: RegisteredFunction;
     try {
-      fn = await resolveFunction(kind, path);
+      fn = await resolveFunction(kind, path, admin);
     } catch (error) {
       if (error instanceof HttpError) throw error;
       return errorAnswer((error as Error).message, logLines);
@@ -255,10 +280,12 @@ export async function createBridge(options: BridgeOptions = {}): Promise<Bridge>
     }
     parseFunctionPath(path);
     const started = Date.now();
-    const answer = await serially(() => call(kind, path, decoded));
+    const admin = holdsAdminKey(req.headers.authorization, options.adminKey);
+    const answer = await serially(() => call(kind, path, decoded, admin));
     if (options.verbose) {
       const outcome = (answer.body as { status: string }).status;
-      process.stderr.write(`${kind} ${path} ${outcome} ${Date.now() - started}ms\n`);
+      const who = admin ? "admin" : "no admin key";
+      process.stderr.write(`${kind} ${path} (${who}) ${outcome} ${Date.now() - started}ms\n`);
     }
     return answer;
   }

@@ -7,15 +7,33 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { stringifyWithFloats } from "../bridge/encoding";
+import { holdsAdminKey } from "../bridge/server";
 
 const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "bridge", "main.mjs");
 const READY = /^convex-bridge listening on (http:\/\/127\.0\.0\.1:(\d+))$/;
 
-type Running = { proc: ChildProcessWithoutNullStreams; url: string; stdout: () => string };
+// Made up for these tests; the bridge takes any key of 16+ printable characters.
+const ADMIN_KEY = "bridge-test-admin-key-0123456789";
+const ADMIN = { Authorization: `Convex ${ADMIN_KEY}` };
 
-async function startBridge(args: string[] = []): Promise<Running> {
+type Running = {
+  proc: ChildProcessWithoutNullStreams;
+  url: string;
+  stdout: () => string;
+  stderr: () => string;
+};
+
+/** Starts `main.mjs`; `adminKey` goes in CONVEX_BRIDGE_ADMIN_KEY (null: none, so generated). */
+async function startBridge(
+  args: string[] = [],
+  adminKey: string | null = ADMIN_KEY,
+): Promise<Running> {
+  const env = { ...process.env };
+  delete env.CONVEX_BRIDGE_ADMIN_KEY;
+  if (adminKey !== null) env.CONVEX_BRIDGE_ADMIN_KEY = adminKey;
   const proc = spawn(process.execPath, [MAIN, "--port", "0", ...args], {
     stdio: ["pipe", "pipe", "pipe"],
+    env,
   });
   let stdout = "";
   let stderr = "";
@@ -36,7 +54,7 @@ async function startBridge(args: string[] = []): Promise<Running> {
       reject(new Error(`bridge exited ${code}: ${stderr}`));
     });
   });
-  return { proc, url, stdout: () => stdout };
+  return { proc, url, stdout: () => stdout, stderr: () => stderr };
 }
 
 async function stopBridge(running: Running): Promise<number | null> {
@@ -46,11 +64,12 @@ async function stopBridge(running: Running): Promise<number | null> {
   return await exited;
 }
 
+/** A call as the Python sync makes it: with the admin key unless `headers` says otherwise. */
 async function post(
   url: string,
   kind: string,
   body: unknown,
-  headers: Record<string, string> = {},
+  headers: Record<string, string> = ADMIN,
 ) {
   const response = await fetch(`${url}/api/${kind}`, {
     method: "POST",
@@ -87,6 +106,18 @@ describe("stringifyWithFloats", () => {
   });
 });
 
+describe("holdsAdminKey", () => {
+  test("only `Convex <the key>` is the admin", () => {
+    expect(holdsAdminKey(`Convex ${ADMIN_KEY}`, ADMIN_KEY)).toBe(true);
+    expect(holdsAdminKey(undefined, ADMIN_KEY)).toBe(false);
+    expect(holdsAdminKey("", ADMIN_KEY)).toBe(false);
+    expect(holdsAdminKey(`Convex ${ADMIN_KEY.slice(1)}`, ADMIN_KEY)).toBe(false);
+    expect(holdsAdminKey(`Bearer ${ADMIN_KEY}`, ADMIN_KEY)).toBe(false);
+    expect(holdsAdminKey(ADMIN_KEY, ADMIN_KEY)).toBe(false);
+    expect(holdsAdminKey("Convex ", "")).toBe(false);
+  });
+});
+
 // Each start loads TypeScript through tsx: allow a slow machine some seconds.
 describe("the bridge", { timeout: 30_000 }, () => {
   let bridge: Running;
@@ -113,7 +144,7 @@ describe("the bridge", { timeout: 30_000 }, () => {
       bridge.url,
       "mutation",
       appendEvents([event(2), event(1)]),
-      { Authorization: "Convex some-admin-key", "Convex-Client": "python-0.8.1" },
+      { ...ADMIN, "Convex-Client": "python-0.8.1" },
     );
     expect(status).toBe(200);
     expect(json).toEqual({
@@ -197,6 +228,67 @@ describe("the bridge", { timeout: 30_000 }, () => {
     expect(wrongKind.json.errorMessage).toContain("defined as Mutation");
   });
 
+  test("an internal function without the admin key answers as one that does not exist", async () => {
+    const unknown = await post(bridge.url, "mutation", { path: "production:nope", args: {} }, {});
+    for (const headers of <Record<string, string>[]>[
+      {},
+      { Authorization: "Convex not-the-bridge-admin-key" },
+      { Authorization: `Convex ${ADMIN_KEY}x` },
+      { Authorization: `convex ${ADMIN_KEY}` },
+      // A user's token is an identity, never admin.
+      { Authorization: `Bearer ${ADMIN_KEY}` },
+    ]) {
+      const refused = await post(
+        bridge.url,
+        "mutation",
+        appendEvents([event(1, { eventId: "forged", sessionId: "s-forged" })]),
+        headers,
+      );
+      // Word for word what a deployment says, the same as for a function that is not there.
+      expect(refused.status).toBe(200);
+      expect(refused.json).toEqual({
+        status: "error",
+        errorMessage:
+          "Could not find public function for 'production:appendEvents'. " +
+          "Did you forget to run `npx convex dev` or `npx convex deploy`?",
+        logLines: [],
+      });
+      expect(refused.json.errorMessage.replace("appendEvents", "nope")).toBe(
+        unknown.json.errorMessage,
+      );
+    }
+    for (const path of ["production:sessionTimeline", "production:sessionSummary"]) {
+      const read = await post(bridge.url, "query", { path, args: { sessionId: "s-1" } }, {});
+      expect(read.json.errorMessage).toContain(`Could not find public function for '${path}'`);
+    }
+    const upsert = await post(
+      bridge.url,
+      "mutation",
+      {
+        path: "production:upsertSession",
+        args: { sessionId: "s-forged", name: "x", status: "live", operator: "x" },
+      },
+      { Authorization: "Convex not-the-bridge-admin-key" },
+    );
+    expect(upsert.json.errorMessage).toContain("Could not find public function");
+    // Nothing of the refused calls was stored.
+    const { json } = await post(bridge.url, "query", {
+      path: "production:sessionSummary",
+      args: { sessionId: "s-forged" },
+    });
+    expect(json.value).toMatchObject({ session: null, eventCount: 0 });
+  });
+
+  test("the admin key opens the internal functions", async () => {
+    const { json } = await post(bridge.url, "query", {
+      path: "production:sessionSummary",
+      format: "convex_encoded_json",
+      args: { sessionId: "s-1" },
+    });
+    expect(json.status).toBe("success");
+    expect(json.value.eventCount).toBeGreaterThan(0);
+  });
+
   test("a body that is not a function call answers 400 with a code and a message", async () => {
     const notJson = await post(bridge.url, "mutation", "{nope");
     expect(notJson.status).toBe(400);
@@ -245,6 +337,57 @@ describe("the bridge", { timeout: 30_000 }, () => {
     } finally {
       expect(await stopBridge(second)).toBe(0);
     }
+  });
+
+  test("without a key given the bridge makes one and tells it on stderr only", async () => {
+    const running = await startBridge([], null);
+    try {
+      const told = /admin key \(generated for this run\): (\S+)\n/.exec(running.stderr());
+      expect(told).not.toBeNull();
+      const key = told![1];
+      expect(key.length).toBeGreaterThanOrEqual(40);
+      expect(running.stdout()).not.toContain(key);
+      const refused = await post(running.url, "mutation", appendEvents([event(1)]), {});
+      expect(refused.json.errorMessage).toContain("Could not find public function");
+      const done = await post(running.url, "mutation", appendEvents([event(1)]), {
+        Authorization: `Convex ${key}`,
+      });
+      expect(done.json.value).toEqual({ inserted: 1, duplicates: 0 });
+    } finally {
+      expect(await stopBridge(running)).toBe(0);
+    }
+    // Each start without a key makes another one.
+    const again = await startBridge([], null);
+    await stopBridge(again);
+    expect(again.stderr()).not.toContain(
+      /admin key \(generated for this run\): (\S+)/.exec(running.stderr())![1],
+    );
+  });
+
+  test("--admin-key gives the key on the command line, and is not echoed", async () => {
+    const key = "command-line-admin-key-42";
+    const running = await startBridge(["--admin-key", key], "environment-admin-key-17");
+    try {
+      const timeline = { path: "production:sessionTimeline", args: { sessionId: "s-1" } };
+      const flag = await post(running.url, "query", timeline, { Authorization: `Convex ${key}` });
+      expect(flag.json).toMatchObject({ status: "success", value: [] });
+      const env = await post(running.url, "query", timeline, {
+        Authorization: "Convex environment-admin-key-17",
+      });
+      expect(env.json.errorMessage).toContain("Could not find public function");
+    } finally {
+      expect(await stopBridge(running)).toBe(0);
+    }
+    expect(running.stderr()).not.toContain(key);
+  });
+
+  test("an admin key too short to be a secret stops the start without repeating it", async () => {
+    const error = await startBridge([], "short-key").then(
+      () => null,
+      (e: Error) => e,
+    );
+    expect(error?.message).toMatch(/the admin key must be 16 to 512 printable ASCII characters/);
+    expect(error?.message).not.toContain("short-key");
   });
 
   test("a data file that is not JSON stops the start with a message naming it", async () => {

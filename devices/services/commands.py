@@ -148,7 +148,7 @@ def command_issue(
     plan (0.5x picks the ultra-wide; a device without one is refused, never given 1x). A device
     that is offline gets the command when it comes back, unless it has expired by then.
     """
-    device = Device.objects.select_for_update().get(pk=device_id)
+    device = Device.objects.select_for_update(no_key=True).get(pk=device_id)
     checked = _validated_args(device, type, args or {})
     now = timezone.now()
     ttl = settings.MOTIONMIX_COMMAND_TTL_S if ttl_s is None else ttl_s
@@ -203,7 +203,9 @@ def commands_issue_capture(
     """
     if not device_ids:
         raise CommandRefused("No cameras to capture from: pair a camera or bring one online.")
-    devices = list(Device.objects.select_for_update().filter(pk__in=device_ids).order_by("name"))
+    devices = list(
+        Device.objects.select_for_update(no_key=True).filter(pk__in=device_ids).order_by("name")
+    )
     offline = [d.name for d in devices if not d.is_online]
     if offline:
         raise CommandRefused(
@@ -239,7 +241,7 @@ def command_claim(*, device_id: UUID, via: str, limit: int = 20) -> list[DeviceC
     """
     now = timezone.now()
     claimed = list(
-        DeviceCommand.objects.select_for_update(skip_locked=True)
+        DeviceCommand.objects.select_for_update(skip_locked=True, no_key=True)
         .filter(device_id=device_id, state=State.QUEUED, expires_at__gt=now)
         .order_by("issued_at")[:limit]
     )
@@ -286,7 +288,9 @@ def command_ack(
     if status not in ACK_STATES:
         raise CommandConflict(f"status must be done, failed or rejected, not {status!r}.")
     command = (
-        DeviceCommand.objects.select_for_update().filter(pk=command_id, device_id=device_id).first()
+        DeviceCommand.objects.select_for_update(no_key=True)
+        .filter(pk=command_id, device_id=device_id)
+        .first()
     )
     if command is None:
         raise CommandNotFound(f"This device has no command {command_id}.")
@@ -359,7 +363,7 @@ def _mark_expired(command: DeviceCommand, *, reason: str | None = None) -> None:
 @transaction.atomic
 def command_expire(*, command_id: UUID) -> DeviceCommand:
     """Expire a command whose time ran out. Idempotent; a finished command is left alone."""
-    command = DeviceCommand.objects.select_for_update().get(pk=command_id)
+    command = DeviceCommand.objects.select_for_update(no_key=True).get(pk=command_id)
     if command.is_open and command.expires_at <= timezone.now():
         _mark_expired(command)
     return command
@@ -370,7 +374,7 @@ def commands_expire_for_session(*, session_id: UUID) -> int:
     """A stopped session's open commands end here: none is delivered or acted on after the
     session. Returns how many it ended."""
     open_commands = list(
-        DeviceCommand.objects.select_for_update().filter(
+        DeviceCommand.objects.select_for_update(no_key=True).filter(
             session_id=session_id, state__in=DeviceCommand.OPEN_STATES
         )
     )

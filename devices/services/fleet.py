@@ -64,7 +64,9 @@ def pairing_code_rotate(*, reason: str = "operator") -> PairingCode:
     """Retire the current code and issue a new one; any phone still holding the old code must
     read the new one. Other devices keep their tokens."""
     now = timezone.now()
-    PairingCode.objects.select_for_update().filter(retired_at__isnull=True).update(retired_at=now)
+    PairingCode.objects.select_for_update(no_key=True).filter(retired_at__isnull=True).update(
+        retired_at=now
+    )
     code = PairingCode.objects.create(
         code="".join(secrets.choice(PAIRING_ALPHABET) for _ in range(PAIRING_CODE_LENGTH)),
         created_at=now,
@@ -79,7 +81,7 @@ def pairing_code_get_or_rotate() -> PairingCode:
     """The valid code; issues a new one when the current one has expired (or none exists)."""
     with transaction.atomic():
         current = (
-            PairingCode.objects.select_for_update()
+            PairingCode.objects.select_for_update(no_key=True)
             .filter(retired_at__isnull=True)
             .order_by("-created_at")
             .first()
@@ -153,7 +155,7 @@ def device_register(
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = timezone.now()
     with transaction.atomic():
-        device = Device.objects.select_for_update().filter(install_id=install_id).first()
+        device = Device.objects.select_for_update(no_key=True).filter(install_id=install_id).first()
         created = device is None
         if device is None:
             device = Device(install_id=install_id, registered_at=now)
@@ -271,7 +273,9 @@ def device_heartbeats_record(*, beats: list[BeatIn]) -> list[Device | str]:
     """
     devices = {
         d.pk: d
-        for d in Device.objects.select_for_update().filter(pk__in={b.device_id for b in beats})
+        for d in Device.objects.select_for_update(no_key=True).filter(
+            pk__in={b.device_id for b in beats}
+        )
     }
     outcomes: list[Device | str] = []
     came_online: dict[UUID, float | None] = {}
@@ -426,7 +430,7 @@ def offline_cutoff(now: datetime | None = None) -> datetime:
 def device_mark_offline(*, device_id: UUID, reason: str) -> Device:
     """Mark a device offline. Idempotent: a second sweep changes nothing, and a device that
     beat again between the sweep's read and this lock stays online."""
-    device = Device.objects.select_for_update().get(pk=device_id)
+    device = Device.objects.select_for_update(no_key=True).get(pk=device_id)
     if device.status == Device.Status.OFFLINE:
         return device
     if (

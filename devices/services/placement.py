@@ -49,7 +49,7 @@ def device_place(
     _check("height", height_m, MIN_HEIGHT_M, MAX_HEIGHT_M, "m")
     if source not in Device.PlacementSource.values:
         raise PlacementRefused(f"unknown placement source {source!r}.")
-    device = Device.objects.select_for_update().get(pk=device_id)
+    device = Device.objects.select_for_update(no_key=True).get(pk=device_id)
     wanted = {
         "azimuth_deg": None if azimuth_deg is None else round(azimuth_deg % 360.0, 2) % 360.0,
         "distance_m": None if distance_m is None else round(distance_m, 3),

@@ -20,7 +20,16 @@ from devices.models import Device
 FPS_STEP = 1.0
 
 STOP_REASONS = frozenset(
-    {"unpublished", "replaced", "ice_failed", "no_media", "refused", "shutdown", "offline"}
+    {
+        "unpublished",
+        "replaced",
+        "ice_failed",
+        "no_media",
+        "refused",
+        "shutdown",
+        "offline",
+        "relay_restarted",
+    }
 )
 
 
@@ -34,7 +43,7 @@ def device_publish_start(
 ) -> Device:
     """The relay accepted a publish from the device. A publish that was still running is
     replaced: it is recorded as stopped first, so the ledger never shows two at once."""
-    device = Device.objects.select_for_update().get(pk=device_id)
+    device = Device.objects.select_for_update(no_key=True).get(pk=device_id)
     replaced = device.publish_id or None
     if replaced == publish_id:
         return device
@@ -64,7 +73,7 @@ def device_publish_measure(
     """What the relay receives: frame size and rate. Written only when the size changes or the
     rate moves by FPS_STEP, so a steady feed costs nothing; no ledger event. Returns whether
     anything was written."""
-    device = Device.objects.select_for_update().get(pk=device_id)
+    device = Device.objects.select_for_update(no_key=True).get(pk=device_id)
     if device.publish_id != publish_id:
         return False
     fps = round(fps, 1)
@@ -92,7 +101,7 @@ def device_publish_stop(
     was replaced meanwhile) changes nothing and returns None."""
     if reason not in STOP_REASONS:
         raise ValueError(f"unknown publish stop reason {reason!r}")
-    device = Device.objects.select_for_update().get(pk=device_id)
+    device = Device.objects.select_for_update(no_key=True).get(pk=device_id)
     if device.publish_id != publish_id:
         return None
     _record_stop(device, reason=reason, frames=frames, session_id=session_id)

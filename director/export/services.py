@@ -44,7 +44,7 @@ def session_export_request(
     *, session_id: UUID, requested_by: str, copy_stills: bool = False
 ) -> SessionExport:
     """Queue a zipped bundle of the session (or return the one already under way)."""
-    session = PhotoshootSession.objects.select_for_update().get(pk=session_id)
+    session = PhotoshootSession.objects.select_for_update(no_key=True).get(pk=session_id)
     if session.started_at is None:
         raise ExportRequestRefused(
             f"“{session.name}” has not started: there is nothing recorded to export yet."
@@ -72,7 +72,7 @@ def session_export_begin(*, export_id: UUID) -> SessionExport | None:
     """Claim a queued export for this job; None if it is not queued any more (another job
     took it, or it was marked failed)."""
     export = (
-        SessionExport.objects.select_for_update(skip_locked=True)
+        SessionExport.objects.select_for_update(skip_locked=True, no_key=True)
         .filter(pk=export_id, state=SessionExport.State.QUEUED)
         .first()
     )
@@ -100,7 +100,7 @@ def session_export_progress(*, export_id: UUID, stage: str, progress: float) -> 
 def session_export_finish(
     *, export_id: UUID, file: str, size_bytes: int, sha256: str, summary: dict[str, Any]
 ) -> SessionExport:
-    export = SessionExport.objects.select_for_update().get(pk=export_id)
+    export = SessionExport.objects.select_for_update(no_key=True).get(pk=export_id)
     if export.state != SessionExport.State.RUNNING:
         raise ExportRequestRefused(f"The export is {export.state}, not running.")
     export.state = SessionExport.State.DONE
@@ -115,7 +115,7 @@ def session_export_finish(
 
 @transaction.atomic
 def session_export_fail(*, export_id: UUID, error: str) -> SessionExport:
-    export = SessionExport.objects.select_for_update().get(pk=export_id)
+    export = SessionExport.objects.select_for_update(no_key=True).get(pk=export_id)
     if export.state in (SessionExport.State.DONE, SessionExport.State.FAILED):
         return export  # already ended; a late failure changes nothing
     export.state = SessionExport.State.FAILED

@@ -159,7 +159,7 @@ def ghost_policies_run(
     created: list[GhostProposal] = []
     with transaction.atomic():
         locked = list(
-            PhotoshootSession.objects.select_for_update()
+            PhotoshootSession.objects.select_for_update(no_key=True)
             .filter(pk=session_id)
             .values_list("status", "ghost_mode")
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from devices import selectors as device_selectors
 from devices import services as device_services
 from director import selectors, services
 
@@ -69,3 +70,14 @@ def on_air(
         after_ms=after_ms,
         relay_ms=relay_ms,
     )
+
+
+def publishes_open() -> list[tuple[str, str]]:
+    return [
+        (str(device_id), publish_id) for device_id, publish_id in device_selectors.publishes_open()
+    ]
+
+
+def relay_started(*, lost: list[tuple[str, str]]) -> list[str]:
+    pairs = [(UUID(device_id), publish_id) for device_id, publish_id in lost]
+    return [str(device_id) for device_id in services.hero_relay_started(lost=pairs)]

@@ -156,6 +156,21 @@ class HeroRelay:
         if listen:
             self._loops.append(_detached(self._listen(), name="hero-listen"))
 
+    async def end_lost_publishes(self) -> list[str]:
+        """Called once at start: end the publishes the database shows running that this relay
+        does not hold (a relay before it was killed with them) and ask their cameras to
+        publish again (director.services.hero_relay_started). Returns their devices' ids."""
+        recorded = await self._db(records.publishes_open)()
+        # Read after the database, on the one thread that records publishes in order: a publish
+        # of this relay's is in `publishers` before it is written, so it is never taken as lost.
+        held = {publisher.publish_id for publisher in self.publishers.values()}
+        lost = [
+            (device_id, publish_id) for device_id, publish_id in recorded if publish_id not in held
+        ]
+        if not lost:
+            return []
+        return await self._db(records.relay_started)(lost=lost)
+
     async def close(self) -> None:
         """Close every peer (publishes are recorded as stopped: shutdown) and every task."""
         if self.closed:

@@ -131,11 +131,13 @@ def _store(
     uploaded_by: str,
     saved: list[str],
 ) -> MusicTrack:
-    session = PhotoshootSession.objects.select_for_update().get(pk=session_id)
+    session = PhotoshootSession.objects.select_for_update(no_key=True).get(pk=session_id)
     _check_session_open(session)
     now = timezone.now()
     previous = (
-        MusicTrack.objects.select_for_update().filter(session=session, replaced_at=None).first()
+        MusicTrack.objects.select_for_update(no_key=True)
+        .filter(session=session, replaced_at=None)
+        .first()
     )
     if previous is not None:
         previous.replaced_at = now
@@ -203,7 +205,7 @@ def music_analysis_claim(*, track_id: UUID, now: datetime | None = None) -> Musi
     two workers asked for the same track analyse it once. A track whose analysis died
     `ANALYSIS_MAX_ATTEMPTS` times is marked failed."""
     now = now or timezone.now()
-    track = MusicTrack.objects.select_for_update().filter(pk=track_id).first()
+    track = MusicTrack.objects.select_for_update(no_key=True).filter(pk=track_id).first()
     if track is None:
         return None
     state = MusicTrack.AnalysisState
@@ -251,7 +253,7 @@ def music_analysis_progress(*, track_id: UUID, progress: float) -> None:
 def music_analysis_complete(*, track_id: UUID, grid: BeatGrid) -> MusicTrack:
     """Store the beat grid. Only the analysis that holds the claim completes it: a grid that
     arrives for a track no longer analysing (failed by a sweep meanwhile) is dropped."""
-    track = MusicTrack.objects.select_for_update().get(pk=track_id)
+    track = MusicTrack.objects.select_for_update(no_key=True).get(pk=track_id)
     if track.analysis_state != MusicTrack.AnalysisState.ANALYSING:
         return track
     track.analysis_state = MusicTrack.AnalysisState.DONE
@@ -289,7 +291,7 @@ def music_analysis_complete(*, track_id: UUID, grid: BeatGrid) -> MusicTrack:
 
 @transaction.atomic
 def music_analysis_fail(*, track_id: UUID, error: str) -> MusicTrack:
-    track = MusicTrack.objects.select_for_update().get(pk=track_id)
+    track = MusicTrack.objects.select_for_update(no_key=True).get(pk=track_id)
     if track.analysis_state in (MusicTrack.AnalysisState.DONE, MusicTrack.AnalysisState.FAILED):
         return track
     _fail(track, error)
@@ -312,7 +314,7 @@ def _fail(track: MusicTrack, error: str) -> None:
 @transaction.atomic
 def music_analysis_retry(*, track_id: UUID) -> MusicTrack:
     """The operator asks again for the beat grid of a track whose analysis failed."""
-    track = MusicTrack.objects.select_for_update().get(pk=track_id)
+    track = MusicTrack.objects.select_for_update(no_key=True).get(pk=track_id)
     if track.analysis_state != MusicTrack.AnalysisState.FAILED:
         raise MusicTrackStale(
             f"The analysis of “{track.original_name}” is {track.get_analysis_state_display()}"
@@ -364,7 +366,11 @@ def music_cue_record(
         raise MusicRefused(f"A cue's action is one of {', '.join(CUE_ACTIONS)}, not {action!r}.")
     session = PhotoshootSession.objects.get(pk=session_id)
     _check_session_open(session)
-    track = MusicTrack.objects.select_for_update().filter(pk=track_id, session=session).first()
+    track = (
+        MusicTrack.objects.select_for_update(no_key=True)
+        .filter(pk=track_id, session=session)
+        .first()
+    )
     if track is None:
         raise MusicTrackUnknown(f"Track {track_id} is not a music track of “{session.name}”.")
     if track.replaced_at is not None:

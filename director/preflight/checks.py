@@ -181,12 +181,12 @@ def celery_worker(ctx: Context) -> str:
 
 
 def convex_reachable(ctx: Context) -> str:
-    url = ctx.convex_url()
+    url, key = ctx.convex()
     if not url:
         raise Skip("no Convex configured: CONVEX_URL is not set and the server runs no bridge")
     from ledger.convex import ConvexLedger, SyncError
 
-    ledger = ConvexLedger(url)
+    ledger = ConvexLedger(url, deploy_key=key)
     probe = f"preflight-{ctx.run_id}"
     try:
         timeline = ledger.session_timeline(probe)

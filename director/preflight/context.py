@@ -99,7 +99,7 @@ class Context:
         return self.client
 
     def server_status(self) -> dict[str, Any]:
-        """The server's own report (its relay, its Convex URL), read once; needs staff."""
+        """The server's own report (its relay, its Convex), read once; needs staff."""
         if self._status is None:
             response = self.operator().get(STATUS_PATH)
             if response.status_code != 200:
@@ -110,12 +110,15 @@ class Context:
             self._status = response.json()
         return self._status
 
-    def convex_url(self) -> str:
-        """This process's CONVEX_URL, else the one the server uses (the embedded default's
-        local bridge, started by `serve --ledger-bridge`, is known only to the server)."""
+    def convex(self) -> tuple[str, str | None]:
+        """Where to read Convex, and with which admin key: this process's CONVEX_URL (and its
+        CONVEX_DEPLOY_KEY: None means the ledger's default), else the one the server uses
+        and, for the embedded default's local bridge (started by `serve --ledger-bridge`,
+        known only to the server), the bridge's key, which the server tells staff."""
         if settings.CONVEX_URL:
-            return str(settings.CONVEX_URL)
+            return str(settings.CONVEX_URL), None
         try:
-            return str(self.server_status().get("convex_url") or "")
+            status = self.server_status()
         except (Failed, httpx.HTTPError, ValueError):
-            return ""
+            return "", None
+        return str(status.get("convex_url") or ""), (status.get("convex_bridge_key") or None)

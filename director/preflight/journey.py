@@ -370,7 +370,7 @@ class Journey:
         return f"ended after {session.duration_s or 0:.1f} s"
 
     def convex(self, ctx: Context) -> str:
-        url = ctx.convex_url()
+        url, key = ctx.convex()
         if not url:
             raise Skip("no Convex configured: CONVEX_URL is not set and the server runs no bridge")
         from ledger.convex import ConvexLedger, SyncError
@@ -382,7 +382,7 @@ class Journey:
                 "event_id", flat=True
             )
         }
-        ledger = ConvexLedger(url)
+        ledger = ConvexLedger(url, deploy_key=key)
         seen: set[str] = set()
 
         def synced() -> bool:

@@ -37,7 +37,7 @@ def preflight_user_ensure() -> Credentials:
     """The dedicated staff login `preflight`, made on first use, with a fresh random password
     for this run (only its hash is stored; nobody needs to know it afterwards)."""
     users = get_user_model()
-    user = users.objects.select_for_update().filter(username=PREFLIGHT_USERNAME).first()
+    user = users.objects.select_for_update(no_key=True).filter(username=PREFLIGHT_USERNAME).first()
     if user is None:
         user = users(username=PREFLIGHT_USERNAME, email="")
     password = secrets.token_urlsafe(24)
@@ -53,7 +53,7 @@ def preflight_device_revoke(*, device_id: UUID) -> Device:
     """Retire the journey's virtual camera: its token stops working at once (a new random hash
     nobody holds) and it is marked offline. The row stays, as stills and events name it; the
     next run registers the same install id again and gets a new token."""
-    device = Device.objects.select_for_update().get(pk=device_id)
+    device = Device.objects.select_for_update(no_key=True).get(pk=device_id)
     device.token_hash = device_services.hash_token(secrets.token_urlsafe(32))
     device.save(update_fields=["token_hash"])
     return device_services.device_mark_offline(device_id=device_id, reason="preflight_revoked")
@@ -74,7 +74,9 @@ def preflight_request(*, url: str, requested_by: str) -> PreflightRun:
     """Queue a run against `url` (or return the one already under way: one at a time). A run
     left open by a job that died is marked failed first, so it cannot block the next."""
     preflight_sweep_stale()
-    open_run = PreflightRun.objects.select_for_update().filter(state__in=PreflightRun.OPEN_STATES)
+    open_run = PreflightRun.objects.select_for_update(no_key=True).filter(
+        state__in=PreflightRun.OPEN_STATES
+    )
     current = open_run.order_by("-requested_at").first()
     if current is not None:
         return current
@@ -89,7 +91,7 @@ def preflight_request(*, url: str, requested_by: str) -> PreflightRun:
 def preflight_begin(*, run_id: UUID) -> PreflightRun | None:
     """Claim a queued run for this job; None if it is not queued any more."""
     run = (
-        PreflightRun.objects.select_for_update(skip_locked=True)
+        PreflightRun.objects.select_for_update(skip_locked=True, no_key=True)
         .filter(pk=run_id, state=PreflightRun.State.QUEUED)
         .first()
     )
@@ -117,7 +119,7 @@ def preflight_progress(
 
 @transaction.atomic
 def preflight_finish(*, run_id: UUID, results: list[dict[str, Any]], passed: bool) -> PreflightRun:
-    run = PreflightRun.objects.select_for_update().get(pk=run_id)
+    run = PreflightRun.objects.select_for_update(no_key=True).get(pk=run_id)
     if run.state != PreflightRun.State.RUNNING:
         raise PreflightRefused(f"The run is {run.state}, not running.")
     run.state = PreflightRun.State.DONE
@@ -130,7 +132,7 @@ def preflight_finish(*, run_id: UUID, results: list[dict[str, Any]], passed: boo
 
 @transaction.atomic
 def preflight_fail(*, run_id: UUID, error: str) -> PreflightRun:
-    run = PreflightRun.objects.select_for_update().get(pk=run_id)
+    run = PreflightRun.objects.select_for_update(no_key=True).get(pk=run_id)
     if run.state in (PreflightRun.State.DONE, PreflightRun.State.FAILED):
         return run
     run.state = PreflightRun.State.FAILED

@@ -179,7 +179,7 @@ def _store(
     saved: list[str],
 ) -> StillIngested:
     # The device's row is the lock that makes seq gap-free per (session, device).
-    device = Device.objects.select_for_update().get(pk=device_id)
+    device = Device.objects.select_for_update(no_key=True).get(pk=device_id)
     winner = Still.objects.filter(device=device, sha256=upload.sha256).first()
     if winner is not None:
         # The same bytes landed while these were being checked (a retry racing its original).

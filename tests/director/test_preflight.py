@@ -218,12 +218,26 @@ def test_convex_with_the_real_functions_passes_and_a_dead_one_fails(
 ) -> None:
     with running_bridge(tmp_path) as bridge:
         settings.CONVEX_URL = bridge.url
+        settings.CONVEX_DEPLOY_KEY = bridge.admin_key
         assert "sessionTimeline, sessionSummary and appendEvents answer" in (
             checks.convex_reachable(_ctx())
         )
     settings.CONVEX_URL = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(Failed, match="Convex unreachable"):
         checks.convex_reachable(_ctx())
+
+
+def test_convex_without_its_admin_key_fails_and_says_to_set_it(
+    settings: Any, tmp_path: Path
+) -> None:
+    with running_bridge(tmp_path) as bridge:
+        settings.CONVEX_URL = bridge.url
+        settings.CONVEX_DEPLOY_KEY = ""
+        with pytest.raises(Failed, match="CONVEX_DEPLOY_KEY is not set"):
+            checks.convex_reachable(_ctx())
+        settings.CONVEX_DEPLOY_KEY = "another-deployments-key-0000"
+        with pytest.raises(Failed, match="CONVEX_DEPLOY_KEY given is not this deployment's"):
+            checks.convex_reachable(_ctx())
 
 
 # --- Deployment ----------------------------------------------------------------------------------
@@ -404,9 +418,62 @@ def test_run_preflight_queues_a_run_the_panel_polls_until_its_verdict(
 @pytest.mark.django_db
 def test_the_status_report_names_the_servers_convex_and_relay(settings: Any) -> None:
     settings.CONVEX_URL = "http://127.0.0.1:3210"
-    report = _staff_client().get("/preflight/status.json").json()
+    settings.CONVEX_DEPLOY_KEY = "prod:a-deployments-real-key"
+    response = _staff_client().get("/preflight/status.json")
+    report = response.json()
     assert report["convex_url"] == "http://127.0.0.1:3210"
     assert report["relay"] == {"running": False, "detail": "no relay in this server process"}
+    # A deployment's key is never handed out, not even to staff.
+    assert report["convex_bridge_key"] == ""
+    assert "a-deployments-real-key" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_local_bridges_key_is_told_to_staff_only_and_opens_it_for_preflight(
+    settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, operator_client: Client
+) -> None:
+    """`serve --ledger-bridge`: the bridge and its key are known only to the server, and
+    preflight, another process, reads them from the status report with a staff login."""
+    import director.bridge
+
+    # Overridden first, so what the server's start sets below is undone after the test.
+    settings.CONVEX_URL, settings.CONVEX_DEPLOY_KEY = "", ""
+    monkeypatch.setattr(director.bridge, "_ledger_bridge", [])
+    with running_bridge(tmp_path) as bridge:
+        assert bridge.running is not None
+        director.bridge.bridge_use_for_ledger(bridge.running)
+        assert bridge.admin_key not in repr(bridge.running)
+
+        for outsider in (Client(), operator_client):
+            refused = outsider.get("/preflight/status.json")
+            assert refused.status_code in (302, 403)
+            assert bridge.admin_key not in refused.content.decode()
+        staff = _staff_client()
+        response = staff.get("/preflight/status.json")
+        assert response.json()["convex_bridge_key"] == bridge.admin_key
+        assert "no-store" in response["Cache-Control"]
+
+        # The preflight process: no CONVEX_URL of its own, the server's status instead.
+        ctx = _ctx()
+        ctx._status = response.json()
+        settings.CONVEX_URL, settings.CONVEX_DEPLOY_KEY = "", ""
+        assert ctx.convex() == (bridge.url, bridge.admin_key)
+        assert "appendEvents answer" in checks.convex_reachable(ctx)
+
+
+def test_run_scaled_children_know_their_key_is_the_local_bridges(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from director.bridge import LOCAL_BRIDGE_URL_ENV, local_bridge_key
+
+    settings.CONVEX_URL = "http://127.0.0.1:4321"
+    settings.CONVEX_DEPLOY_KEY = "bridge-key-of-this-run"
+    assert local_bridge_key() == ""
+    monkeypatch.setenv(LOCAL_BRIDGE_URL_ENV, "http://127.0.0.1:4321")
+    assert local_bridge_key() == "bridge-key-of-this-run"
+    # CONVEX_URL moved to a deployment: its key is not the bridge's.
+    settings.CONVEX_URL = "https://example.convex.cloud"
+    assert local_bridge_key() == ""
 
 
 # --- Against a real deployment ------------------------------------------------------------------
@@ -415,18 +482,20 @@ def test_the_status_report_names_the_servers_convex_and_relay(settings: Any) -> 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A deployment as it runs: `make run`'s embedded server with its local Convex bridge, or
-    (on PostgreSQL + Redis) the scaled one, with a Celery worker and CONVEX_URL for all."""
+    (on PostgreSQL + Redis) the scaled one, with a Celery worker and CONVEX_URL and
+    CONVEX_DEPLOY_KEY for all."""
     require_bridge()
     workdir = tmp_path_factory.mktemp("preflight")
     if _scaled():
         with (
             running_bridge(workdir) as bridge,
-            running_server(workdir / "srv", extra_env={"CONVEX_URL": bridge.url}) as server,
+            running_server(workdir / "srv", extra_env=bridge.env) as server,
         ):
             yield server
         return
     with running_server(workdir) as server:
-        # As `make run` starts it: the server runs the bridge and knows its URL, nobody else.
+        # As `make run` starts it: the server runs the bridge and knows its URL and key, nobody
+        # else (preflight reads them from the server's status report).
         server.stop_server()
         server.server = server.spawn(
             sys.executable,

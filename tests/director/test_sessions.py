@@ -136,6 +136,7 @@ def test_a_blank_name_is_shown_back_with_the_error(operator_client: Client) -> N
 def bridge(tmp_path: Path, settings: Any) -> Iterator[Bridge]:
     with running_bridge(tmp_path) as running:
         settings.CONVEX_URL = running.url
+        settings.CONVEX_DEPLOY_KEY = running.admin_key
         yield running
 
 
@@ -157,6 +158,48 @@ def test_a_session_start_and_stop_land_in_convex(bridge: Bridge, operator: Any) 
     assert summary["eventCount"] == 9
     assert summary["countsByType"]["session.stopped"] == 1
     call_command("ledger_verify", str(session.pk))
+
+
+def test_publishes_lost_with_a_killed_relay_are_ended_and_their_cameras_asked_at_once(
+    operator: Any,
+) -> None:
+    from devices import services as device_services
+
+    a, b, c = _device("a"), _device("b"), _device("c")
+    session = services.session_create(name="Relay crash", operator=operator)
+    services.session_start(session_id=session.pk, device_ids=[a.pk, b.pk])
+    asked_at_start = DeviceCommand.objects.filter(type="start_publish").count()
+    for device, publish_id in ((a, "old-a"), (b, "old-b"), (c, "old-c")):
+        device_services.device_publish_start(
+            device_id=device.pk, publish_id=publish_id, codec="VP8", session_id=session.pk
+        )
+    # b published again to the new relay before the old one's publish was ended.
+    device_services.device_publish_start(
+        device_id=b.pk, publish_id="new-b", codec="VP8", session_id=session.pk
+    )
+
+    ended = services.hero_relay_started(lost=[(a.pk, "old-a"), (b.pk, "old-b"), (c.pk, "old-c")])
+
+    assert set(ended) == {a.pk, c.pk}
+    a.refresh_from_db(), b.refresh_from_db(), c.refresh_from_db()
+    assert (a.publish_id, a.publishing_since) == ("", None)
+    assert b.publish_id == "new-b" and b.publishing_since is not None
+    assert c.publish_id == ""
+    stops = ProductionEvent.objects.filter(
+        type="device.publish_stopped", payload__reason="relay_restarted"
+    )
+    assert sorted((e.device_id, e.payload["publish_id"]) for e in stops) == sorted(
+        [(a.pk, "old-a"), (c.pk, "old-c")]
+    )
+    assert stops.get(device_id=a.pk).session_id == session.pk
+    # a was asked at the session's start a moment ago, and is asked again now all the same;
+    # c is in no live session, and b publishes: neither is asked.
+    asked = DeviceCommand.objects.filter(type="start_publish").order_by("issued_at")
+    assert asked.count() == asked_at_start + 1
+    assert asked.last().device_id == a.pk  # type: ignore[union-attr]
+    # Told again (a second relay start finding nothing more), nothing changes.
+    assert services.hero_relay_started(lost=[(a.pk, "old-a")]) == []
+    assert DeviceCommand.objects.filter(type="start_publish").count() == asked_at_start + 1
 
 
 def test_cameras_of_a_live_session_that_stopped_publishing_are_asked_again(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,16 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
 from django.utils import timezone
 
 import ledger
-from ledger.convex import ConvexLedger
+from ledger.convex import ConvexLedger, SyncError
 from ledger.models import ProductionEvent, Sequence
 from ledger.selectors import ledger_status
-from ledger.sync import FLUSH_WANTED, outbox_claim, outbox_flush
+from ledger.sync import FLUSH_WANTED, OUTAGE_KEY, outbox_claim, outbox_flush
 from tests.support.bridge import Bridge, running_bridge
 from tests.support.requirements import require_redis
 
@@ -34,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def bridge(tmp_path: Path, settings: Any) -> Iterator[Bridge]:
     with running_bridge(tmp_path) as running:
         settings.CONVEX_URL = running.url
+        settings.CONVEX_DEPLOY_KEY = running.admin_key
         yield running
 
 
@@ -180,6 +185,97 @@ def test_an_event_convex_refuses_is_marked_failed_and_the_others_go_on(bridge: B
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("", "CONVEX_DEPLOY_KEY is not set"),
+        ("not-the-bridges-admin-key-1234", "the CONVEX_DEPLOY_KEY given is not this deployment's"),
+    ],
+    ids=["no key", "wrong key"],
+)
+def test_without_the_admin_key_convex_refuses_and_every_event_waits_in_the_outbox(
+    bridge: Bridge, settings: Any, capsys: pytest.CaptureFixture[str], key: str, why: str
+) -> None:
+    session = uuid.uuid4()
+    ids = _record(120, session_id=session)  # two batches
+    settings.CONVEX_DEPLOY_KEY = key
+
+    with pytest.raises(SyncError) as refused:
+        ConvexLedger().append_events([])
+    # A configuration to fix, not a bad event: retried, never marked failed.
+    assert not refused.value.permanent
+    assert why in str(refused.value)
+    assert "set CONVEX_DEPLOY_KEY" in str(refused.value)
+    assert "Could not find public function for 'production:appendEvents'" in str(refused.value)
+
+    result = outbox_flush()
+
+    assert (result.sent, result.failed, result.retrying) == (0, 0, 100)
+    assert why in result.errors[0]
+    rows = ProductionEvent.objects.all()
+    assert rows.count() == 120
+    assert set(rows.values_list("status", flat=True)) == {ProductionEvent.Status.PENDING}
+    assert all(why in row.last_error for row in rows.filter(attempts=1))
+    status = ledger_status()
+    assert (status.state, status.waiting, status.failed) == ("waiting", 120, 0)
+    assert "CONVEX_DEPLOY_KEY" in status.last_error
+    cache.delete(OUTAGE_KEY)  # the backoff, not the key, would hold the next flush back
+    call_command("ledger_sync", "--once")
+    out, err = capsys.readouterr()
+    assert "sent 0" in out and "failed 0" in out and "120 waiting" in out
+    assert why in err
+    if key:
+        assert key not in err and all(key not in row.last_error for row in rows)
+
+    # Nothing reached Convex. Then the key is set (and the sync restarted): all of it goes.
+    settings.CONVEX_DEPLOY_KEY = bridge.admin_key
+    assert _timeline(str(session)) == []
+    cache.delete(OUTAGE_KEY)
+    _flush_until_done()
+    assert [row["eventId"] for row in _timeline(str(session))] == ids
+    assert ledger_status().state == "synced"
+
+
+class _DoorAnswer(http.server.BaseHTTPRequestHandler):
+    """A deployment that refuses the admin key at the door, with an HTTP status of its own."""
+
+    status = 401
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"code": "BadAdminKey", "message": "The admin key is invalid"}).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_key_refused_with_an_http_status_is_transient_and_says_what_to_set(
+    status: int,
+) -> None:
+    handler = type("Door", (_DoorAnswer,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(SyncError) as refused:
+            ConvexLedger(url, deploy_key="prod:an-old-key").append_events([])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not refused.value.permanent
+    assert "not this deployment's" in str(refused.value)
+    assert f"{status} BadAdminKey" in str(refused.value)
+    assert "an-old-key" not in str(refused.value)
+
+
+@pytest.mark.django_db
 def test_without_convex_events_wait_in_the_outbox(settings: Any) -> None:
     settings.CONVEX_URL = ""
     _record(3)
@@ -247,7 +343,7 @@ def test_a_real_celery_worker_on_redis_does_the_flush(bridge: Bridge, tmp_path: 
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "REDIS_URL": redis_url,
-        "CONVEX_URL": bridge.url,
+        **bridge.env,
         "MOTIONMIX_CELERY_QUEUE": queue,
         "MOTIONMIX_VAR_DIR": str(tmp_path),
     }
@@ -314,7 +410,7 @@ def test_a_running_server_syncs_its_events_to_convex_outside_the_asgi_process(
 
     with (
         running_bridge(tmp_path) as bridge,
-        running_server(tmp_path / "srv", extra_env={"CONVEX_URL": bridge.url}) as server,
+        running_server(tmp_path / "srv", extra_env=bridge.env) as server,
     ):
         code = server.pairing_code()
         for i in range(3):

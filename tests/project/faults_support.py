@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from devices.simulator_operator import parse_session_list
 from ledger.convex import ConvexLedger
+from tests.support.bridge import Bridge
 from tests.support.server import RunningServer
 
 LOGIN_PATH = "/accounts/login/"
@@ -165,9 +166,9 @@ print(json.dumps([
     return list(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def convex_timeline(url: str, stream: str) -> list[dict[str, Any]]:
-    """Every event Convex holds for the stream, page after page, in its order."""
-    client = ConvexLedger(url=url)
+def convex_timeline(bridge: Bridge, stream: str) -> list[dict[str, Any]]:
+    """Every event the bridge holds for the stream, page after page, in its order."""
+    client = ConvexLedger(url=bridge.url, deploy_key=bridge.admin_key)
     rows: list[dict[str, Any]] = []
     after = None
     while True:

@@ -28,7 +28,7 @@ async def test_a_whole_session_recorded_while_convex_is_down_reaches_it_afterwar
     tmp_path: Path,
 ) -> None:
     with running_bridge(tmp_path) as bridge:
-        extra_env = {"CONVEX_URL": bridge.url}
+        extra_env = bridge.env
         with running_server(tmp_path / "srv", extra_env=extra_env) as server:
             code = await asyncio.to_thread(server.pairing_code)
 
@@ -86,7 +86,7 @@ async def test_a_whole_session_recorded_while_convex_is_down_reaches_it_afterwar
                     if done or time.monotonic() > deadline:
                         break
                     await asyncio.sleep(0.5)
-                timeline = await asyncio.to_thread(convex_timeline, bridge.url, session_id)
+                timeline = await asyncio.to_thread(convex_timeline, bridge, session_id)
             finally:
                 fleet.stop()
                 await asyncio.wait_for(running, timeout=20)

@@ -92,7 +92,7 @@ async def test_redis_restarted_mid_session_pages_resync_and_no_event_is_lost(
     private_redis: PrivateRedis, tmp_path: Path
 ) -> None:
     with running_bridge(tmp_path / "bridge") as bridge:
-        extra_env = {"REDIS_URL": private_redis.url, "CONVEX_URL": bridge.url}
+        extra_env = {"REDIS_URL": private_redis.url, **bridge.env}
         with running_server(tmp_path / "srv", extra_env=extra_env) as server:
             code = await asyncio.to_thread(server.pairing_code)
 
@@ -193,7 +193,7 @@ async def test_redis_restarted_mid_session_pages_resync_and_no_event_is_lost(
                     await asyncio.sleep(0.5)
                 assert synced, final
                 assert final[: len(during)] == [{**row, "status": "synced"} for row in during]
-                timeline = await asyncio.to_thread(convex_timeline, bridge.url, session_id)
+                timeline = await asyncio.to_thread(convex_timeline, bridge, session_id)
                 assert [row["eventId"] for row in timeline] == [row["event_id"] for row in final]
             finally:
                 if page is not None:

@@ -8,9 +8,11 @@ on the session page in Debian Chromium: static/director/hero.js's reconnect is u
 an aiortc viewer would not do. The relay is killed with SIGKILL, as a crash kills it: no peer
 is closed, nothing is recorded, nobody is told. The supervisor starts it again on its port; then
 
-- each phone finds its connection dead (ICE consent expires: about 30 s in aioice, RFC 7675)
-  and publishes again, and the ledger records each new publish replacing the one the crash
-  left behind; the cards show what the new relay measures;
+- the new relay ends the publishes the database still shows but it does not hold (recorded
+  `relay_restarted`) and asks those phones to publish again (`start_publish`); each drops its
+  connection, which still looks healthy from the phone (ICE consent would take about 30 s to
+  expire, RFC 7675), and publishes anew within seconds of the relay being back; the cards show
+  what the new relay measures;
 - the page says the hero feed is unavailable and retrying, reconnects, and plays the hero
   again: frame codes read from the page's own video element, drawn by the hero phone after the
   kill;
@@ -29,14 +31,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,20 +53,19 @@ from devices.video_code import FrameCode, age_ms, read, stamp_now
 from director.scaled.proxy import is_relay_path
 from tests.support.browser import CHROMIUM_ARGS
 from tests.support.netns import VethNamespace, namespace_wrapper, netns_unavailable, veth_namespace
-from tests.support.requirements import missing, require_chromium, require_redis
-from tests.support.server import ROOT, free_port
+from tests.support.requirements import missing, require_chromium
+from tests.support.scaled import ScaledProfile, running_profile, scaled_services, stop_process
+from tests.support.server import ROOT
 from tests.support.waiting import until
 
 pytestmark = [pytest.mark.browser, pytest.mark.scaled]
 
-UP_S = 180.0  # migrations and collectstatic on a fresh database, on a busy machine
-STOP_S = 60.0
 ONLINE_S = 60.0
 PLAY_S = 30.0
 RELAY_BACK_S = 30.0  # the supervisor's first pause is 1 s; the relay then starts Django
-# The phones find out only when ICE consent expires: six missed checks 4 to 6 s apart, plus
-# each check's own timeout; then 1 s of backoff and the publish itself.
-REPUBLISH_S = 75.0
+# From the new relay answering: its start-up check, the command's delivery over the phone's
+# socket and the publish itself. Well under the 30 s ICE consent would take to expire.
+REPUBLISH_S = 20.0
 REPLAY_S = 30.0
 FRAMES_WINDOW_MS = 3_000
 FRAMES_AT_LEAST = 10  # the phones send 10 fps: 30 in 3 s, a third of that on a slow machine
@@ -121,42 +120,9 @@ PLAYING_AGAIN_JS = """
 # --- The scaled profile, its proxy on the veth pair ---------------------------------------------
 
 
-@dataclass
-class Profile:
-    proc: subprocess.Popen[bytes]
-    url: str
-    env: dict[str, str]
-    workdir: Path
-    database_url: str
-
-    def status(self) -> dict[str, Any]:
-        return dict(json.loads((self.workdir / "status.json").read_text()))
-
-    def login(self) -> tuple[str, str]:
-        data = json.loads((self.workdir / "var" / "demo_operator.json").read_text())
-        return data["username"], data["password"]
-
-    def log_files(self) -> list[Path]:
-        return [*sorted((self.workdir / "logs").glob("*.log")), self.workdir / "supervisor.log"]
-
-    def logs(self) -> str:
-        parts = [f"== {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.log_files()]
-        return "\n".join(parts)
-
-
-def _scaled_pass() -> tuple[str, str]:
-    """The scaled pass's Redis and PostgreSQL; anywhere else the test skips (it is not a
-    missing requirement: the embedded pass has neither, by design)."""
-    redis_url = require_redis()
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url.startswith(("postgres://", "postgresql://")):
-        pytest.skip("needs DATABASE_URL on PostgreSQL: runs in the scaled CI pass")
-    return redis_url, database_url
-
-
 @pytest.fixture
 def namespace() -> Iterator[VethNamespace]:
-    _scaled_pass()  # first: the embedded pass skips before making anything
+    scaled_services()  # first: the embedded pass skips before making anything
     require_chromium()
     reason = netns_unavailable()
     if reason is not None:
@@ -165,79 +131,16 @@ def namespace() -> Iterator[VethNamespace]:
         yield made
 
 
-def _profile_stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 @pytest.fixture
-def profile(tmp_path: Path, namespace: VethNamespace) -> Iterator[Profile]:
-    redis_url, database_url = _scaled_pass()
-    workdir = tmp_path / "scaled"
-    workdir.mkdir()
-    tag = f"mmrelay{os.getpid()}x{uuid.uuid4().hex[:6]}"
-    base = database_url.rpartition("/")[0]
-    host, port = namespace.host_address, free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"{base}/{tag}",  # run_scaled creates it
-        "REDIS_URL": redis_url,
-        "MOTIONMIX_VAR_DIR": str(workdir / "var"),
-        "MOTIONMIX_MEDIA_ROOT": str(workdir / "media"),
-        "MOTIONMIX_STATIC_ROOT": str(workdir / "static"),
-        "MOTIONMIX_CHANNEL_PREFIX": tag,
-        "MOTIONMIX_CELERY_QUEUE": tag,
-        # The relay's only candidate, which Chromium in the namespace and the phones outside
-        # it both reach.
-        "MOTIONMIX_ICE_HOST_ADDRESSES": host,
-        "PYTHONUNBUFFERED": "1",
-    }
-    # The profile allows its own host (the veth address) and keeps its own secret.
-    for key in (
-        "DJANGO_SETTINGS_MODULE",
-        "DJANGO_SECRET_KEY",
-        "DJANGO_ALLOWED_HOSTS",
-        "MOTIONMIX_HERO_RELAY_URL",
-    ):
-        env.pop(key, None)
-    status_file = workdir / "status.json"
-    argv = [sys.executable, str(ROOT / "manage.py"), "run_scaled", "--host", host]
-    argv += ["--port", str(port), "--status-file", str(status_file)]
-    argv += ["--log-dir", str(workdir / "logs")]
-    with (workdir / "supervisor.log").open("ab") as out:
-        proc = subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    made = Profile(
-        proc=proc,
-        url=f"http://{host}:{port}",
-        env=env,
-        workdir=workdir,
-        database_url=env["DATABASE_URL"],
-    )
-    try:
-        deadline = time.monotonic() + UP_S
-        while not status_file.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"run_scaled exited ({proc.returncode}):\n{made.logs()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"run_scaled was not up in {UP_S:.0f} s:\n{made.logs()}")
-            time.sleep(0.2)
+def profile(tmp_path: Path, namespace: VethNamespace) -> Iterator[ScaledProfile]:
+    # The proxy on the host end of the veth pair, and that address the relay's only ICE
+    # candidate, which Chromium in the namespace and the phones outside it both reach.
+    with running_profile(tmp_path / "scaled", host=namespace.host_address) as made:
         yield made
-    finally:
-        _profile_stop(proc)
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{tag}" WITH (FORCE)')
 
 
 @pytest.fixture
-def phones(profile: Profile) -> Iterator[subprocess.Popen[bytes]]:
+def phones(profile: ScaledProfile) -> Iterator[subprocess.Popen[bytes]]:
     """Two virtual iPhones against the proxy, as the profile's own `--simulate` starts them,
     without pose (not under test here) and with light video."""
     argv = [sys.executable, str(ROOT / "manage.py"), "simulate_devices", "--count", "2"]
@@ -256,7 +159,7 @@ def phones(profile: Profile) -> Iterator[subprocess.Popen[bytes]]:
         yield proc
     finally:
         # SIGTERM: the phones unpublish before the profile goes.
-        _profile_stop(proc)
+        stop_process(proc)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
 
@@ -348,7 +251,7 @@ def _echo_console(page: Page) -> None:
     page.on("pageerror", lambda error: print(f"[operator page error] {error}"))
 
 
-async def _log_in(page: Page, profile: Profile) -> None:
+async def _log_in(page: Page, profile: ScaledProfile) -> None:
     username, password = profile.login()
     await page.goto(profile.url + "/registry/")
     await expect(page).to_have_url(f"{profile.url}/accounts/login/?next=/registry/")
@@ -359,7 +262,7 @@ async def _log_in(page: Page, profile: Profile) -> None:
     await expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
 
 
-async def _start_session(page: Page, profile: Profile, name: str) -> str:
+async def _start_session(page: Page, profile: ScaledProfile, name: str) -> str:
     """A new session taken live from the sessions page; every online camera joins it."""
     await page.goto(profile.url + "/")
     await page.fill("#id_name", name)
@@ -414,7 +317,7 @@ def _publishing_pill(device_id: str) -> str:
     return f"#device-{device_id}-card [data-testid=publishing]"
 
 
-def _relay_back(profile: Profile, killed_pid: int) -> bool:
+def _relay_back(profile: ScaledProfile, killed_pid: int) -> bool:
     """The supervisor started another relay process, and it serves."""
     status = profile.status()
     if status["children"].get("relay") in (None, killed_pid):
@@ -425,20 +328,22 @@ def _relay_back(profile: Profile, killed_pid: int) -> bool:
 
 
 def _republished(ledger: Ledger, session_id: str, before: dict[str, str]) -> bool:
-    """Every camera has a new publish that replaced the one it had before the kill."""
+    """Every camera has published anew since the kill (its old publish was ended first)."""
     now = ledger.publishes(session_id)
-    return all(
-        any(p["replaced"] == old and p["publish_id"] != old for p in now.get(device, []))
-        for device, old in before.items()
-    )
+
+    def published_after(device: str, old: str) -> bool:
+        ids = [p["publish_id"] for p in now.get(device, [])]
+        return old in ids and ids.index(old) < len(ids) - 1
+
+    return all(published_after(device, old) for device, old in before.items())
 
 
 def _assert_nothing_lost(
     ledger: Ledger, session_id: str, hero_id: str | None, before: dict[str, str], seq_at_kill: int
 ) -> None:
     """The session is live with the same hero, its stream has no gap, nothing switched or
-    ended it since the kill, and each publish the crash left was closed once, as replaced by
-    the phone's new one (the ledger never shows two publishes of a camera at once)."""
+    ended it since the kill, and each publish the crash left was closed once, as lost with the
+    relay, before the phone's new one began (never two publishes of a camera at once)."""
     assert ledger.session(session_id) == ("live", hero_id)
     events = ledger.events(session_id)
     assert [seq for seq, _, _, _ in events] == list(range(1, len(events) + 1))
@@ -448,15 +353,15 @@ def _assert_nothing_lost(
     for device, old in before.items():
         stops = [p for kind, who, p in since if kind == "device.publish_stopped" and who == device]
         starts = [p for kind, who, p in since if kind == "device.publish_started" and who == device]
-        assert [(s["publish_id"], s["reason"]) for s in stops] == [(old, "replaced")], since
-        assert [s["replaced"] for s in starts] == [old], since
+        assert [(s["publish_id"], s["reason"]) for s in stops] == [(old, "relay_restarted")], since
+        assert [s["replaced"] for s in starts] == [None], since
 
 
 # --- The journey ---------------------------------------------------------------------------------
 
 
 async def test_a_relay_restarted_mid_session_is_republished_and_watched_again(
-    profile: Profile,
+    profile: ScaledProfile,
     phones: subprocess.Popen[bytes],
     namespace: VethNamespace,
     tmp_path: Path,
@@ -513,7 +418,7 @@ async def test_a_relay_restarted_mid_session_is_republished_and_watched_again(
             await until(
                 lambda: _republished(ledger, session_id, before),
                 within=REPUBLISH_S,
-                what="each phone publishes again to the new relay",
+                what="each phone asked by the new relay publishes again at once",
             )
             republished_at = time.monotonic()
             await page.wait_for_function(PLAYING_AGAIN_JS, timeout=REPLAY_S * 1000)

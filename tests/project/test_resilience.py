@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -43,3 +45,22 @@ def test_a_heartbeat_is_stored_and_answered_while_redis_is_down(
     assert device.status == Device.Status.ONLINE
     assert ProductionEvent.objects.filter(type="device.online", device_id=device.pk).count() == 1
     assert "push to fleet failed" in caplog.text
+
+
+async def test_hundreds_of_channel_layer_calls_in_flight_at_once_all_go_through() -> None:
+    # A busy process has many group_add/group_send calls in flight at a time (long polls
+    # joining and leaving, pushes to pages); each holds a pooled Redis connection meanwhile,
+    # and a pool at its cap refuses the next one at once instead of waiting.
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL: runs in the scaled CI pass")
+    layer = channel_layers.make_backend("default")
+    group = f"in-flight-{uuid.uuid4().hex[:8]}"
+    channels = [f"{group}.{i}" for i in range(300)]
+    try:
+        await asyncio.gather(*(layer.group_add(group, name) for name in channels))
+        await layer.group_send(group, {"type": "ping"})
+    finally:
+        await asyncio.gather(*(layer.group_discard(group, name) for name in channels))
+        await layer.close_pools()

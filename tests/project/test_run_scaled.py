@@ -6,65 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import websockets
 
 from devices.ice import ice_host_addresses_apply
 from director.scaled.profile import shared_env
 from tests.support.api import heartbeat_body, register_body
-from tests.support.requirements import require_redis
-from tests.support.server import ROOT, free_port
+from tests.support.scaled import ScaledProfile, running_profile
+from tests.support.server import ROOT
 from tests.support.webrtc import CodedTrack, Sink, answer, offer_publish, offer_watch
 
 SDP = "application/sdp"
-UP_S = 180.0  # migrations and collectstatic on a fresh database, on a busy machine
 SOURCE = 7
-
-
-@dataclass
-class Scaled:
-    proc: subprocess.Popen[bytes]
-    url: str
-    port: int
-    status: dict[str, Any]
-    env: dict[str, str]
-    workdir: Path
-
-    def manage(self, *args: str) -> str:
-        return subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), *args],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout
-
-    def login(self) -> tuple[str, str]:
-        data = json.loads((self.workdir / "var" / "demo_operator.json").read_text())
-        return data["username"], data["password"]
-
-    def logs(self) -> str:
-        parts = [f"== {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.log_files()]
-        return "\n".join(parts)
-
-    def log_files(self) -> list[Path]:
-        return [*sorted((self.workdir / "logs").glob("*.log")), self.workdir / "supervisor.log"]
 
 
 def _alive(pid: int) -> bool:
@@ -78,90 +40,21 @@ def _alive(pid: int) -> bool:
     return False
 
 
-def _stop(scaled: Scaled) -> int | None:
-    if scaled.proc.poll() is None:
-        scaled.proc.send_signal(signal.SIGTERM)
-        try:
-            scaled.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(scaled.proc.pid, signal.SIGKILL)
-            scaled.proc.wait(timeout=10)
-    return scaled.proc.returncode
-
-
 @pytest.fixture(scope="module")
-def scaled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scaled]:
-    redis_url = require_redis()
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url.startswith(("postgres://", "postgresql://")):
-        pytest.skip("needs DATABASE_URL on PostgreSQL: runs in the scaled CI pass")
+def scaled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaledProfile]:
     workdir = tmp_path_factory.mktemp("scaled")
-    tag = f"mmscaled{os.getpid()}x{uuid.uuid4().hex[:6]}"
-    base = database_url.rpartition("/")[0]
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"{base}/{tag}",  # run_scaled creates it
-        "REDIS_URL": redis_url,
-        "MOTIONMIX_VAR_DIR": str(workdir / "var"),
-        "MOTIONMIX_MEDIA_ROOT": str(workdir / "media"),
-        "MOTIONMIX_STATIC_ROOT": str(workdir / "static"),
-        "MOTIONMIX_CHANNEL_PREFIX": tag,
-        "MOTIONMIX_CELERY_QUEUE": tag,
-        "MOTIONMIX_ICE_HOST_ADDRESSES": "127.0.0.1",
-        "MOTIONMIX_HERO_PREVIEW_S": "0.3",
-        "PYTHONUNBUFFERED": "1",
-    }
-    for key in ("DJANGO_SETTINGS_MODULE", "DJANGO_SECRET_KEY", "MOTIONMIX_HERO_RELAY_URL"):
-        env.pop(key, None)
-    status_file = workdir / "status.json"
-    with (workdir / "supervisor.log").open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "manage.py"),
-                "run_scaled",
-                "--port",
-                str(port),
-                "--status-file",
-                str(status_file),
-                "--log-dir",
-                str(workdir / "logs"),
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    scaled = Scaled(
-        proc=proc, url=f"http://127.0.0.1:{port}", port=port, status={}, env=env, workdir=workdir
-    )
-    try:
-        deadline = time.monotonic() + UP_S
-        while not status_file.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"run_scaled exited ({proc.returncode}):\n{scaled.logs()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"run_scaled was not up in {UP_S:.0f} s:\n{scaled.logs()}")
-            time.sleep(0.2)
-        scaled.status = json.loads(status_file.read_text())
-        yield scaled
-    finally:
-        _stop(scaled)
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{tag}" WITH (FORCE)')
+    with running_profile(workdir, env={"MOTIONMIX_HERO_PREVIEW_S": "0.3"}) as profile:
+        yield profile
 
 
 def test_the_proxy_prints_the_url_and_login_and_spreads_requests_over_both_web_processes(
-    scaled: Scaled,
+    scaled: ScaledProfile,
 ) -> None:
     banner = (scaled.workdir / "supervisor.log").read_text()
     username, password = scaled.login()
     assert f"Open:   http://localhost:{scaled.port}/" in banner
     assert f"Login:  {username} / {password}" in banner
-    for url in [*scaled.status["backends"].values(), scaled.status["relay"]]:
+    for url in [*scaled.status()["backends"].values(), scaled.status()["relay"]]:
         assert httpx.get(f"{url}/_ping", timeout=5).status_code == 200
     seen = set()
     with httpx.Client(base_url=scaled.url, timeout=5) as client:
@@ -176,7 +69,7 @@ def test_the_proxy_prints_the_url_and_login_and_spreads_requests_over_both_web_p
     assert seen == {"web-1", "web-2"}
 
 
-def _register(scaled: Scaled) -> tuple[str, str]:
+def _register(scaled: ScaledProfile) -> tuple[str, str]:
     code = scaled.manage("pairing_code", "--raw").strip()
     with httpx.Client(base_url=scaled.url, timeout=10) as client:
         reg = client.post(
@@ -193,7 +86,7 @@ def _register(scaled: Scaled) -> tuple[str, str]:
     return device_id, token
 
 
-def _live_session(scaled: Scaled, device_id: str) -> str:
+def _live_session(scaled: ScaledProfile, device_id: str) -> str:
     username, _ = scaled.login()
     script = (
         "from uuid import UUID\n"
@@ -207,7 +100,7 @@ def _live_session(scaled: Scaled, device_id: str) -> str:
     return scaled.manage("shell", "-c", script).strip().splitlines()[-1]
 
 
-async def _log_in(client: httpx.AsyncClient, scaled: Scaled) -> str:
+async def _log_in(client: httpx.AsyncClient, scaled: ScaledProfile) -> str:
     username, password = scaled.login()
     await client.get("/accounts/login/")
     response = await client.post(
@@ -222,8 +115,8 @@ async def _log_in(client: httpx.AsyncClient, scaled: Scaled) -> str:
     return client.cookies["csrftoken"]
 
 
-async def _hero_journey(scaled: Scaled, device_id: str, token: str, session_id: str) -> None:
-    web_1, web_2 = scaled.status["backends"]["web-1"], scaled.status["backends"]["web-2"]
+async def _hero_journey(scaled: ScaledProfile, device_id: str, token: str, session_id: str) -> None:
+    web_1, web_2 = scaled.status()["backends"]["web-1"], scaled.status()["backends"]["web-2"]
     track = CodedTrack(SOURCE, fps=15)
     publisher = await offer_publish(track)
     sink = Sink()
@@ -286,7 +179,7 @@ async def _hero_journey(scaled: Scaled, device_id: str, token: str, session_id: 
 
 
 def test_a_whip_publish_through_one_web_process_plays_back_through_the_other(
-    scaled: Scaled,
+    scaled: ScaledProfile,
 ) -> None:
     device_id, token = _register(scaled)
     session_id = _live_session(scaled, device_id)
@@ -298,14 +191,14 @@ def test_a_whip_publish_through_one_web_process_plays_back_through_the_other(
         ice_host_addresses_apply([])
 
 
-def test_a_web_process_that_dies_is_skipped_then_restarted(scaled: Scaled) -> None:
-    web_2_pid = scaled.status["children"]["web-2"]
+def test_a_web_process_that_dies_is_skipped_then_restarted(scaled: ScaledProfile) -> None:
+    web_2_pid = scaled.status()["children"]["web-2"]
     os.kill(web_2_pid, signal.SIGKILL)
     with httpx.Client(base_url=scaled.url, timeout=5) as client:
         answered = [client.get("/_ping") for _ in range(4)]
     assert [r.status_code for r in answered] == [200] * 4
     assert {r.headers["X-MotionMix-Backend"] for r in answered} == {"web-1"}
-    web_2 = scaled.status["backends"]["web-2"]
+    web_2 = scaled.status()["backends"]["web-2"]
     deadline = time.monotonic() + 60
     while True:
         with contextlib.suppress(httpx.HTTPError):
@@ -315,7 +208,7 @@ def test_a_web_process_that_dies_is_skipped_then_restarted(scaled: Scaled) -> No
         time.sleep(0.2)
 
 
-def test_preflight_passes_against_the_scaled_profile(scaled: Scaled) -> None:
+def test_preflight_passes_against_the_scaled_profile(scaled: ScaledProfile) -> None:
     # Preflight reads the deployment's settings: the environment its processes share.
     env = shared_env(var_dir=scaled.workdir / "var", host="127.0.0.1", base=scaled.env)
     result = subprocess.run(
@@ -330,13 +223,13 @@ def test_preflight_passes_against_the_scaled_profile(scaled: Scaled) -> None:
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{scaled.logs()}"
 
 
-def test_stopping_the_profile_leaves_no_process(scaled: Scaled) -> None:
-    # Read again: a child restarted since the start has a new process id.
-    scaled.status = json.loads((scaled.workdir / "status.json").read_text())
-    pids = [scaled.proc.pid, *scaled.status["children"].values()]
+def test_stopping_the_profile_leaves_no_process(scaled: ScaledProfile) -> None:
+    # Read now: a child restarted since the start has a new process id.
+    children = scaled.status()["children"]
+    pids = [scaled.proc.pid, *children.values()]
     # The processes of each child's group (Celery's pool) go too.
-    groups = set(scaled.status["children"].values())
-    code = _stop(scaled)
+    groups = set(children.values())
+    code = scaled.stop()
     assert code == 0, scaled.logs()
     deadline = time.monotonic() + 10
     while True:

@@ -108,10 +108,14 @@ class Command(BaseCommand):
             else:
                 # Its own data file: the embedded default's bridge holds another database's.
                 bridge = bridge_start(data=var_dir / "convex-bridge-scaled.json")
-                env["CONVEX_URL"] = bridge.url
+                # CONVEX_URL and the bridge's admin key as CONVEX_DEPLOY_KEY for every child:
+                # the worker syncs with them. The key is never shown in the banner or logs.
+                env.update(bridge.ledger_env())
                 ledger_line = f"local Convex bridge at {bridge.url} (data in var/)"
         elif not env.get("CONVEX_URL"):
             ledger_line = "events wait in the outbox: CONVEX_URL is not set"
+        elif not env.get("CONVEX_DEPLOY_KEY"):
+            ledger_line += " — CONVEX_DEPLOY_KEY is not set: events wait in the outbox"
 
         plan, after = plan_build(
             env=env,

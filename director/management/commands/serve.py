@@ -32,7 +32,17 @@ def _stream_request_bodies() -> None:
 async def _relay_start() -> None:
     from director.hero.runtime import hero_relay
 
-    hero_relay()
+    relay = hero_relay()
+    try:
+        lost = await relay.end_lost_publishes()
+    except Exception as exc:  # the relay serves all the same; the 30 s reconcile catches up
+        sys.stderr.write(f"The hero relay could not check for publishes lost before it: {exc}\n")
+        return
+    if lost:
+        sys.stderr.write(
+            f"The hero relay ended {len(lost)} publish(es) lost with the relay before it and "
+            "asked those cameras to publish again.\n"
+        )
 
 
 async def _relay_close() -> None:
@@ -164,18 +174,26 @@ class Command(BaseCommand):
         bridge = None
         ledger_line = f"Convex at {settings.CONVEX_URL}" if settings.CONVEX_URL else ""
         if options["ledger_bridge"] and not settings.CONVEX_URL:
-            from director.bridge import bridge_start, bridge_unavailable_reason
+            from director.bridge import (
+                bridge_start,
+                bridge_unavailable_reason,
+                bridge_use_for_ledger,
+            )
 
             reason = bridge_unavailable_reason()
             if reason:
                 ledger_line = f"events wait in the outbox: {reason}"
             else:
                 bridge = bridge_start()
-                # Read at call time by the ledger; set before any flush can run.
-                settings.CONVEX_URL = bridge.url
+                # Its URL and admin key; read at call time by the ledger, so set before any
+                # flush can run. The key is never shown: not in the banner, not in a log.
+                bridge_use_for_ledger(bridge)
                 ledger_line = f"local Convex bridge at {bridge.url} (data in var/)"
         elif not settings.CONVEX_URL:
             ledger_line = "events wait in the outbox: CONVEX_URL is not set"
+        elif settings.MOTIONMIX_EMBEDDED_TICKER and not settings.CONVEX_DEPLOY_KEY:
+            # This server's own child syncs the ledger: without the key Convex refuses it.
+            ledger_line += " — CONVEX_DEPLOY_KEY is not set: events wait in the outbox"
 
         shown_host = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
         url = f"http://{shown_host}:{port}"
@@ -234,7 +252,13 @@ class Command(BaseCommand):
                         "--wake-fd",
                         str(read_fd),
                     ],
-                    env={**os.environ, "CONVEX_URL": settings.CONVEX_URL},
+                    # The key too: the ledger's functions answer only the deployment's (or the
+                    # local bridge's) admin key.
+                    env={
+                        **os.environ,
+                        "CONVEX_URL": settings.CONVEX_URL,
+                        "CONVEX_DEPLOY_KEY": settings.CONVEX_DEPLOY_KEY,
+                    },
                     pass_fds=(read_fd,),
                 )
                 os.close(read_fd)
