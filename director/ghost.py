@@ -25,6 +25,7 @@ from devices import services as device_services
 from devices.models import Device
 from director import services as session_services
 from director.ghost_payloads import PayloadInvalid, validate_payload
+from director.locking import proposal_session_lock, session_lock
 from director.models import GhostProposal, PhotoshootSession
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def proposal_create(
 ) -> GhostProposal:
     """Queue a proposal for a live session whose Ghost is not off. A higher priority than the
     proposal on the banner supersedes it; otherwise the new one waits its turn."""
-    session = PhotoshootSession.objects.select_for_update(no_key=True).get(pk=session_id)
+    session = session_lock(session_id)
     if session.status != PhotoshootSession.Status.LIVE:
         raise ProposalRefused(f"“{session.name}” is not live; Ghost proposes only during a take.")
     if session.ghost_mode == PhotoshootSession.GhostMode.OFF:
@@ -149,6 +150,7 @@ def proposal_supersede(*, proposal_id: UUID, by_proposal_id: UUID) -> GhostPropo
 
 
 def _locked_pending(proposal_id: UUID, verb: str) -> GhostProposal:
+    proposal_session_lock(proposal_id)  # carrying it out commands cameras (director/locking.py)
     proposal = GhostProposal.objects.select_for_update(no_key=True).get(pk=proposal_id)
     if proposal.state == State.PENDING and proposal.expires_at <= timezone.now():
         # The sweep records the expiry (or, in autopilot, carries it out); a late click
@@ -253,6 +255,7 @@ def _finish(proposal: GhostProposal, state: str, result: str) -> None:
 def proposal_expire(*, proposal_id: UUID) -> GhostProposal:
     """The countdown ended. Supervised: the proposal expires. Autopilot: it is carried out,
     since the operator did not veto it. Idempotent; a decided proposal is left alone."""
+    proposal_session_lock(proposal_id)
     proposal = (
         GhostProposal.objects.select_for_update(no_key=True)
         .select_related("session")
@@ -324,6 +327,7 @@ def proposal_execute(*, proposal_id: UUID, marked_done_by: str = "") -> GhostPro
 
     A reposition is done by the crew: it completes once its camera's placement changed after
     the decision, or when an operator marks it done (`marked_done_by`)."""
+    proposal_session_lock(proposal_id)
     proposal = GhostProposal.objects.select_for_update(no_key=True).get(pk=proposal_id)
     if proposal.state != State.ACCEPTED:
         raise ProposalRefused(

@@ -16,6 +16,7 @@ from devices import services as device_services
 from devices.models import Device, DeviceCommand
 from director import ghost_selectors, selectors
 from director.hero.broadcast import hero_switch_announce
+from director.locking import session_lock
 from director.models import PhotoshootSession, Still
 from ledger.models import ProductionEvent
 
@@ -64,7 +65,7 @@ def session_start(*, session_id: UUID, device_ids: list[UUID] | None = None) -> 
             f"“{session.name}” is {session.get_status_display().lower()}; only a draft "
             "session can start. Create a new session for another take."
         )
-    devices = Device.objects.select_for_update(no_key=True).order_by("name")
+    devices = Device.objects.select_for_update(no_key=True).order_by("name", "pk")
     if device_ids is None:
         devices = devices.filter(status=Device.Status.ONLINE).exclude(kind=Device.Kind.WEBCAM)
     else:
@@ -107,7 +108,7 @@ def session_start(*, session_id: UUID, device_ids: list[UUID] | None = None) -> 
 @transaction.atomic
 def session_stop(*, session_id: UUID) -> PhotoshootSession:
     """End a live session and record its summary. Stopping an ended session is refused."""
-    session = PhotoshootSession.objects.select_for_update(no_key=True).get(pk=session_id)
+    session = session_lock(session_id)
     if session.status != PhotoshootSession.Status.LIVE:
         raise SessionRefused(
             f"“{session.name}” is not live ({session.get_status_display().lower()}); "
@@ -151,7 +152,7 @@ def session_ghost_mode_set(*, session_id: UUID, mode: str, by: str) -> Photoshoo
     """Switch Ghost off, to supervised or to autopilot. Switching it off ends the proposals
     still waiting; the change itself is on the record. Setting the current mode changes
     nothing."""
-    session = PhotoshootSession.objects.select_for_update(no_key=True).get(pk=session_id)
+    session = session_lock(session_id)
     if mode not in PhotoshootSession.GhostMode.values:
         raise SessionRefused(
             f"Ghost mode is one of {', '.join(PhotoshootSession.GhostMode.values)}, not {mode!r}."
@@ -181,7 +182,7 @@ def session_hero_switch(
 ) -> PhotoshootSession:
     """Put another camera of a live session on air: the new hero's tally goes live, the old
     one's off. Idempotent: switching to the current hero changes nothing."""
-    session = PhotoshootSession.objects.select_for_update(no_key=True).get(pk=session_id)
+    session = session_lock(session_id)
     if session.status != PhotoshootSession.Status.LIVE:
         raise SessionRefused(
             f"“{session.name}” is not live; start it before choosing what goes on air."

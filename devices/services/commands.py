@@ -204,7 +204,9 @@ def commands_issue_capture(
     if not device_ids:
         raise CommandRefused("No cameras to capture from: pair a camera or bring one online.")
     devices = list(
-        Device.objects.select_for_update(no_key=True).filter(pk__in=device_ids).order_by("name")
+        Device.objects.select_for_update(no_key=True)
+        .filter(pk__in=device_ids)
+        .order_by("name", "pk")
     )
     offline = [d.name for d in devices if not d.is_online]
     if offline:

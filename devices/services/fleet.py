@@ -273,9 +273,10 @@ def device_heartbeats_record(*, beats: list[BeatIn]) -> list[Device | str]:
     """
     devices = {
         d.pk: d
-        for d in Device.objects.select_for_update(no_key=True).filter(
-            pk__in={b.device_id for b in beats}
-        )
+        # By name, as every lock of several cameras is taken (director/locking.py).
+        for d in Device.objects.select_for_update(no_key=True)
+        .filter(pk__in={b.device_id for b in beats})
+        .order_by("name", "pk")
     }
     outcomes: list[Device | str] = []
     came_online: dict[UUID, float | None] = {}

@@ -19,6 +19,7 @@ from django.utils import timezone
 from director import ghost
 from director.ghost_policies.policies import SWITCH_HERO, Idea, Policy, default_policies
 from director.ghost_policies.snapshot import ProposalRecord, session_snapshot
+from director.locking import session_lock
 from director.models import GhostProposal, PhotoshootSession
 
 logger = logging.getLogger(__name__)
@@ -158,14 +159,12 @@ def ghost_policies_run(
     )
     created: list[GhostProposal] = []
     with transaction.atomic():
-        locked = list(
-            PhotoshootSession.objects.select_for_update(no_key=True)
-            .filter(pk=session_id)
-            .values_list("status", "ghost_mode")
-        )
-        if not locked:
+        try:
+            # With its cameras: a proposal may send a tally (director/locking.py).
+            session = session_lock(session_id)
+        except PhotoshootSession.DoesNotExist:
             return []
-        status, mode = locked[0]
+        status, mode = session.status, session.ghost_mode
         if status != PhotoshootSession.Status.LIVE or mode == PhotoshootSession.GhostMode.OFF:
             return []
         snapshot = session_snapshot(

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from django.db import connection, connections, transaction
 
-from director import services
+from devices.models import Device
+from director import ghost, services
 from ledger.models import ProductionEvent
 from tests.director.stills_support import ingest, jpeg_bytes
 from tests.support.api import register_device
@@ -98,3 +99,58 @@ def test_a_session_lock_and_a_foreign_key_check_at_commit_do_not_deadlock(
         .values_list("type", flat=True)
     )
     assert types[-2:] == ["still.captured", "session.ghost_mode_changed"]
+
+
+def test_a_ghost_switch_and_a_still_of_the_new_hero_at_once_do_not_deadlock(
+    operator: Any, settings: Any, tmp_path: Path
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: SQLite takes no row locks; runs in the scaled pass")
+    settings.MEDIA_ROOT = tmp_path / "media"
+    hero = register_device("lock-a", name="Cam A").device
+    other = register_device("lock-b", name="Cam B").device
+    session = services.session_create(name="Locks", operator=operator)
+    services.session_start(session_id=session.pk, device_ids=[hero.pk, other.pk])
+    proposal = ghost.proposal_create(
+        session_id=session.pk,
+        kind="switch_hero",
+        target_ids=[other.pk],
+        payload={},
+        rationale="Cam B sees the face",
+        confidence=0.8,
+        policy="test",
+    )
+    holding, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def still_of_cam_b() -> None:
+        # An ingest takes its camera's row first, then records on the session's stream.
+        with transaction.atomic():
+            Device.objects.select_for_update(no_key=True).get(pk=other.pk)
+            holding.set()
+            release.wait(WAIT_S)
+            ingest(other, jpeg_bytes(), captured_at=time.time())
+
+    def accept() -> None:
+        # Records the decision, switches the hero and sends Cam B its tally.
+        ghost.proposal_accept(proposal_id=proposal.pk, decided_by="op")
+
+    first = _thread(still_of_cam_b, errors)
+    assert holding.wait(WAIT_S)
+    second = _thread(accept, errors)
+    deadline = time.monotonic() + WAIT_S
+    while not _waiting_on_a_lock():
+        assert time.monotonic() < deadline, "the accept never waited for Cam B"
+        time.sleep(0.02)
+    release.set()
+    first.join(WAIT_S)
+    second.join(WAIT_S)
+
+    assert not first.is_alive() and not second.is_alive()
+    assert errors == []
+    session.refresh_from_db()
+    assert session.hero_id == other.pk
+    types = set(
+        ProductionEvent.objects.filter(stream=str(session.pk)).values_list("type", flat=True)
+    )
+    assert {"still.captured", "ghost.accepted", "hero.switched"} <= types
