@@ -21,7 +21,7 @@ MUSIC_FLAG = $(if $(filter 0,$(MUSIC)),,--music)
 NODE := $(shell command -v node)
 CONVEX_DEPS := convex/node_modules/.package-lock.json
 
-.PHONY: run run-scaled test lint format install migrate clean convex-deps convex-test
+.PHONY: run run-scaled preflight preflight-scaled test lint format install migrate clean convex-deps convex-test
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "MotionMix needs Python 3.11, found " + sys.version.split()[0]'
@@ -70,6 +70,19 @@ run-scaled: export MOTIONMIX_GHOST_CADENCE_S ?= 40
 run-scaled: export MOTIONMIX_ICE_HOST_ADDRESSES ?= 127.0.0.1
 run-scaled: $(STAMP) convex-deps
 	@$(PY) manage.py run_scaled --host $(HOST) --port $(PORT) --simulate $(DEVICES) --video-size $(VIDEO_SIZE) --video-fps $(VIDEO_FPS) --ledger-bridge $(STANDIN_FLAG) $(if $(STANDIN_FLAG),$(MUSIC_FLAG))
+
+# Go/no-go against a running `make run` or `make run-scaled` on HOST:PORT (docs/preflight.md);
+# the scaled one is given the rehearsal's own settings, as docs/deploy.md says.
+preflight: $(STAMP)
+	@$(PY) manage.py preflight --url http://$(HOST):$(PORT)
+
+preflight-scaled: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/motionmix
+preflight-scaled: export REDIS_URL ?= redis://127.0.0.1:6379/0
+preflight-scaled: $(STAMP)
+	@test -f var/scaled_secret_key || { echo "No var/scaled_secret_key: start make run-scaled first."; exit 2; }
+	@DJANGO_SECRET_KEY="$$(cat var/scaled_secret_key)" DJANGO_ALLOWED_HOSTS='localhost,127.0.0.1,[::1]' \
+	  MOTIONMIX_LOCAL_REHEARSAL=1 DJANGO_SECURE_SSL_REDIRECT=0 DJANGO_SECURE_COOKIES=0 DJANGO_HSTS_SECONDS=0 \
+	  $(PY) manage.py preflight --url http://$(HOST):$(PORT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
