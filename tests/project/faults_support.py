@@ -16,6 +16,7 @@ import httpx
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from devices.simulator import Simulator
 from devices.simulator_operator import parse_session_list
 from ledger.convex import ConvexLedger
 from tests.support.bridge import Bridge
@@ -177,3 +178,22 @@ def convex_timeline(bridge: Bridge, stream: str) -> list[dict[str, Any]]:
             return rows
         rows += page
         after = int(page[-1]["seq"])
+
+
+def light_fleet(server: RunningServer, code: str, *, count: int, install_prefix: str) -> Simulator:
+    """Simulated phones that pair with `code` and keep their load light: no pose, small stills
+    and a 320x240 feed at 5 fps (the faults under test are not about media)."""
+
+    async def code_source() -> str:
+        return code
+
+    return Simulator(
+        url=server.url,
+        count=count,
+        code_source=code_source,
+        install_prefix=install_prefix,
+        pose_fps=0,
+        still_size=(320, 240),
+        video_size=(320, 240),
+        video_fps=5,
+    )

@@ -13,8 +13,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from devices.simulator import Simulator
-from tests.project.faults_support import Operator, convex_timeline, server_ledger
+from tests.project.faults_support import Operator, convex_timeline, light_fleet, server_ledger
 from tests.support.bridge import running_bridge
 from tests.support.server import running_server
 from tests.support.waiting import until
@@ -32,19 +31,7 @@ async def test_a_whole_session_recorded_while_convex_is_down_reaches_it_afterwar
         with running_server(tmp_path / "srv", extra_env=extra_env) as server:
             code = await asyncio.to_thread(server.pairing_code)
 
-            async def code_source() -> str:
-                return code
-
-            fleet = Simulator(
-                url=server.url,
-                count=2,
-                code_source=code_source,
-                install_prefix="convex-down",
-                pose_fps=0,
-                still_size=(320, 240),
-                video_size=(320, 240),
-                video_fps=5,
-            )
+            fleet = light_fleet(server, code, count=2, install_prefix="convex-down")
             running = asyncio.create_task(fleet.run())
             operator = await asyncio.to_thread(
                 Operator, server.url, server.username, server.password

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from devices.simulator import Simulator
 from tests.project.faults_support import (
     LiveSocket,
     Operator,
     convex_timeline,
+    light_fleet,
     server_ledger,
 )
 from tests.support.bridge import running_bridge
@@ -96,19 +96,7 @@ async def test_redis_restarted_mid_session_pages_resync_and_no_event_is_lost(
         with running_server(tmp_path / "srv", extra_env=extra_env) as server:
             code = await asyncio.to_thread(server.pairing_code)
 
-            async def code_source() -> str:
-                return code
-
-            fleet = Simulator(
-                url=server.url,
-                count=1,
-                code_source=code_source,
-                install_prefix="redis-down",
-                pose_fps=0,
-                still_size=(320, 240),
-                video_size=(320, 240),
-                video_fps=5,
-            )
+            fleet = light_fleet(server, code, count=1, install_prefix="redis-down")
             phone = fleet.phones[0]
             running = asyncio.create_task(fleet.run())
             operator = await asyncio.to_thread(
